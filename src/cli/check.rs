@@ -1,0 +1,97 @@
+//! `hookwall check`: load and validate a config, resolve every secret, print the routing
+//! table. Secrets show as their source (`env:NAME`, `file:PATH`, `literal`), never a value.
+
+use std::process::ExitCode;
+
+use super::{code, exit};
+use crate::config::Config;
+use crate::route::Action;
+
+/// The routing table, one line per rule, in columns.
+pub fn routing_table(config: &Config) -> String {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "ROUTE".into(),
+        "PATH".into(),
+        "SECRETS".into(),
+        "EVENTS".into(),
+        "ACTION".into(),
+    ]];
+    for route in &config.routes {
+        let secrets: Vec<String> = route.secrets.iter().map(ToString::to_string).collect();
+        let mut first = [
+            route.name.to_string(),
+            route.path.clone(),
+            secrets.join(", "),
+        ];
+        let mut lead = |row: &mut Vec<[String; 5]>, events: String, action: String| {
+            let [name, path, secrets] = std::mem::take(&mut first);
+            row.push([name, path, secrets, events, action]);
+        };
+        for rule in &route.rules.0 {
+            let events: Vec<&str> = rule.events.iter().map(|g| g.as_str()).collect();
+            let action = match &rule.action {
+                Action::Forward(upstream) => format!(
+                    "forward {upstream} (timeout {})",
+                    humantime::format_duration(route.upstream_timeout)
+                ),
+                Action::Drop => "drop (200)".into(),
+            };
+            lead(&mut rows, events.join(", "), action);
+        }
+        let catches_all = route
+            .rules
+            .0
+            .iter()
+            .any(|rule| rule.events.iter().any(|g| g.as_str() == "*"));
+        if !catches_all {
+            lead(&mut rows, "(any other)".into(), "filtered (200)".into());
+        }
+    }
+    let mut widths = [0usize; 5];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn run(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => {
+            println!(
+                "{}: valid, {} route(s); listen {}{}, admin {}",
+                file.display(),
+                config.routes.len(),
+                config.listen.addr,
+                if config.listen.tls.is_some() {
+                    " (TLS)"
+                } else {
+                    ""
+                },
+                config.admin_addr
+            );
+            println!();
+            print!("{}", routing_table(&config));
+            code(exit::OK)
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            eprintln!("{}: {} problem(s)", file.display(), err.problems.len());
+            code(exit::CONFIG)
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Event routing: the event type read from a verified body, and the compiled rules of a
+//! route that turn it into forward, drop or no match. Pure; built once at config load.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::Uri;
+
+/// Longest event type used for routing; longer ones route as "" and count as `_invalid`.
+pub const MAX_EVENT_TYPE_BYTES: usize = 128;
+
+/// The event type of a verified body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventType<'a> {
+    /// A top-level string `type` of visible ASCII, at most 128 bytes.
+    Valid(Cow<'a, str>),
+    /// No `type`, not a string, or the body is not JSON: routes as "".
+    None,
+    /// A `type` too long or with characters outside visible ASCII: routes as "".
+    Invalid,
+}
+
+impl EventType<'_> {
+    /// What the rules match against and what `hookwall-event-type` carries ("" = none).
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventType::Valid(name) => name,
+            EventType::None | EventType::Invalid => "",
+        }
+    }
+}
+
+/// Reads the top-level `type` string without building a JSON tree: serde skips the rest.
+pub fn event_type(body: &[u8]) -> EventType<'_> {
+    #[derive(serde::Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<Cow<'a, str>>,
+    }
+    match serde_json::from_slice::<Typed<'_>>(body) {
+        Ok(Typed { kind: Some(kind) }) => {
+            if kind.len() <= MAX_EVENT_TYPE_BYTES && kind.bytes().all(|b| b.is_ascii_graphic()) {
+                EventType::Valid(kind)
+            } else {
+                EventType::Invalid
+            }
+        }
+        Ok(Typed { kind: None }) | Err(_) => EventType::None,
+    }
+}
+
+/// An event-type pattern where `*` matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(String);
+
+impl Glob {
+    pub fn new(pattern: &str) -> Self {
+        Glob(pattern.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        let mut parts = self.0.split('*');
+        // No `*`: the pattern is the text.
+        let first = parts.next().unwrap_or("");
+        let Some(mut rest) = text.strip_prefix(first) else {
+            return false;
+        };
+        let mut parts = parts.peekable();
+        if parts.peek().is_none() {
+            return rest.is_empty();
+        }
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                // The last part must end the text (and not overlap what came before).
+                return rest.len() >= part.len() && rest.ends_with(part);
+            }
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Where a verified event goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Forward(Upstream),
+    Drop,
+}
+
+/// One `[[routes.rules]]` entry (or the `upstream` shorthand, which is `*` → upstream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub events: Vec<Glob>,
+    pub action: Action,
+}
+
+/// The outcome of routing one event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'a> {
+    Forward(&'a Upstream),
+    Drop,
+    NoMatch,
+}
+
+/// A route's ordered rules: the first rule whose events match decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules(pub Vec<Rule>);
+
+impl Rules {
+    pub fn decide(&self, event_type: &str) -> Decision<'_> {
+        for rule in &self.0 {
+            if rule.events.iter().any(|glob| glob.matches(event_type)) {
+                return match &rule.action {
+                    Action::Forward(upstream) => Decision::Forward(upstream),
+                    Action::Drop => Decision::Drop,
+                };
+            }
+        }
+        Decision::NoMatch
+    }
+}
+
+/// An http(s) upstream URL, parsed at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub uri: Uri,
+}
+
+impl Upstream {
+    /// The URL to forward to, with the listener's query appended (`&` when the upstream
+    /// already has a query of its own).
+    pub fn with_query(&self, query: Option<&str>) -> Uri {
+        let Some(query) = query.filter(|q| !q.is_empty()) else {
+            return self.uri.clone();
+        };
+        let path = self.uri.path();
+        let path_and_query = match self.uri.query() {
+            Some(own) if !own.is_empty() => format!("{path}?{own}&{query}"),
+            _ => format!("{path}?{query}"),
+        };
+        let mut parts = self.uri.clone().into_parts();
+        match path_and_query.parse() {
+            Ok(pq) => parts.path_and_query = Some(pq),
+            // The query came from a request hyper already parsed; keep the upstream as is.
+            Err(_) => return self.uri.clone(),
+        }
+        Uri::from_parts(parts).unwrap_or_else(|_| self.uri.clone())
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.uri.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        let table = [
+            ("*", "", true),
+            ("*", "user.created", true),
+            ("user.*", "user.created", true),
+            ("user.*", "user.", true),
+            ("user.*", "users.created", false),
+            ("*.deleted", "user.deleted", true),
+            ("*.deleted", "user.deleted.x", false),
+            ("user.created", "user.created", true),
+            ("user.created", "user.created2", false),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+            ("", "", true),
+            ("", "x", false),
+        ];
+        for (pattern, text, expected) in table {
+            assert_eq!(
+                Glob::new(pattern).matches(text),
+                expected,
+                "{pattern} vs {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn event_type_reads_only_top_level_strings() {
+        assert_eq!(
+            event_type(br#"{"data":{"type":"inner"},"type":"user.created"}"#).as_str(),
+            "user.created"
+        );
+        assert_eq!(
+            event_type(br#"{"type":"a\u002eb"}"#),
+            EventType::Valid("a.b".into())
+        );
+        assert_eq!(event_type(br#"{"data":{"type":"inner"}}"#), EventType::None);
+        assert_eq!(event_type(br#"{"type":5}"#), EventType::None);
+        assert_eq!(event_type(b"not json"), EventType::None);
+        assert_eq!(event_type(b""), EventType::None);
+        assert_eq!(event_type(br#"{"type":"has space"}"#), EventType::Invalid);
+        let long = format!(r#"{{"type":"{}"}}"#, "a".repeat(129));
+        assert_eq!(event_type(long.as_bytes()), EventType::Invalid);
+        let edge = format!(r#"{{"type":"{}"}}"#, "a".repeat(128));
+        assert!(matches!(event_type(edge.as_bytes()), EventType::Valid(_)));
+    }
+
+    #[test]
+    fn first_matching_rule_decides() {
+        let up = Upstream {
+            uri: "http://127.0.0.1:3000/billing".parse().unwrap(),
+        };
+        let rules = Rules(vec![
+            Rule {
+                events: vec![Glob::new("invoice.*"), Glob::new("subscription.updated")],
+                action: Action::Forward(up.clone()),
+            },
+            Rule {
+                events: vec![Glob::new("session.*"), Glob::new("invoice.paid")],
+                action: Action::Drop,
+            },
+        ]);
+        assert_eq!(rules.decide("invoice.paid"), Decision::Forward(&up));
+        assert_eq!(rules.decide("subscription.updated"), Decision::Forward(&up));
+        assert_eq!(rules.decide("session.ended"), Decision::Drop);
+        assert_eq!(rules.decide("user.created"), Decision::NoMatch);
+        assert_eq!(rules.decide(""), Decision::NoMatch);
+    }
+
+    #[test]
+    fn query_is_appended() {
+        let plain = Upstream {
+            uri: "http://h:1/p".parse().unwrap(),
+        };
+        let with = Upstream {
+            uri: "http://h:1/p?a=1".parse().unwrap(),
+        };
+        assert_eq!(plain.with_query(None).to_string(), "http://h:1/p");
+        assert_eq!(
+            plain.with_query(Some("b=2")).to_string(),
+            "http://h:1/p?b=2"
+        );
+        assert_eq!(
+            with.with_query(Some("b=2")).to_string(),
+            "http://h:1/p?a=1&b=2"
+        );
+        assert_eq!(with.with_query(Some("")).to_string(), "http://h:1/p?a=1");
+    }
+}

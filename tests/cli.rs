@@ -1,0 +1,258 @@
+//! The `check` and `send` commands, run as a user runs them: the real binary.
+//! `send` is checked against a receiver that verifies with the official svix library.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookwall");
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+fn hookwall(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("HOOKWALL_CONFIG")
+        .output()
+        .expect("hookwall runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The official svix library, behind a tiny Python HTTP server.
+struct SvixReceiver {
+    child: Child,
+    url: String,
+}
+
+impl SvixReceiver {
+    fn start(secret: &str) -> Self {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/svix_receiver.py"
+        );
+        let mut child = Command::new("python3")
+            .arg(script)
+            .env("SVIX_SECRET", secret)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (scripts/test.sh installs it and the svix package)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .strip_prefix("PORT ")
+            .unwrap_or_else(|| {
+                panic!("the svix receiver did not start (is `svix` installed?): {line:?}")
+            })
+            .trim()
+            .to_owned();
+        SvixReceiver {
+            child,
+            url: format!("http://127.0.0.1:{port}/webhook"),
+        }
+    }
+}
+
+impl Drop for SvixReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn send_is_accepted_by_the_official_svix_library() {
+    let receiver = SvixReceiver::start(SECRET);
+    for family in ["svix", "webhook"] {
+        let out = hookwall(
+            &[
+                "send",
+                &receiver.url,
+                "--secret",
+                SECRET,
+                "--headers",
+                family,
+            ],
+            &[],
+        );
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{family}: {stdout}{}",
+            text(&out.stderr)
+        );
+        assert!(stdout.starts_with("204 No Content\n"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("> {family}-signature: v1,")),
+            "{stdout}"
+        );
+    }
+
+    // A secret given through the environment, and a body from a file with a fixed id.
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, br#"{"type":"invoice.paid","data":{}}"#).unwrap();
+    let out = hookwall(
+        &[
+            "send",
+            &receiver.url,
+            "--secret",
+            "env:MY_SECRET",
+            "--body",
+            body.to_str().unwrap(),
+            "--id",
+            "msg_fixed",
+        ],
+        &[("MY_SECRET", SECRET)],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("> svix-id: msg_fixed"), "{stdout}");
+}
+
+#[test]
+fn send_with_the_wrong_secret_is_refused_and_exits_3() {
+    let receiver = SvixReceiver::start(SECRET);
+    let out = hookwall(&["send", &receiver.url, "--secret", OTHER_SECRET], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.starts_with("401 Unauthorized\n"), "{stdout}");
+
+    // A stale timestamp is refused by the library too.
+    let out = hookwall(
+        &[
+            "send",
+            &receiver.url,
+            "--secret",
+            SECRET,
+            "--timestamp",
+            "1600000000",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+}
+
+#[test]
+fn send_usage_and_runtime_errors() {
+    let out = hookwall(
+        &[
+            "send",
+            "http://127.0.0.1:9/",
+            "--secret",
+            SECRET,
+            "--event",
+            "a",
+            "--body",
+            "-",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "both --event and --body is a usage error"
+    );
+
+    let out = hookwall(
+        &[
+            "send",
+            "http://127.0.0.1:9/",
+            "--secret",
+            "env:SURELY_UNSET_X",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("SURELY_UNSET_X is not set"));
+
+    // Nothing listens on a port we just closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = hookwall(&["send", &url, "--secret", SECRET], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+fn example_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("CLERK_WEBHOOK_SIGNING_SECRET", SECRET),
+        ("BILLING_SECRET_CURRENT", OTHER_SECRET),
+        ("BILLING_SECRET_PREVIOUS", SECRET),
+    ]
+}
+
+#[test]
+fn check_accepts_the_example_config_and_prints_the_table() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/hookwall.toml");
+    let out = hookwall(&["check", "-c", config], &example_env());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("env:CLERK_WEBHOOK_SIGNING_SECRET"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("session.*"), "{stdout}");
+    // Never a secret's value.
+    assert!(!stdout.contains("MfKQ9r8"), "{stdout}");
+
+    // HOOKWALL_CONFIG names the file when -c is absent.
+    let out = Command::new(BIN)
+        .arg("check")
+        .envs(example_env())
+        .env("HOOKWALL_CONFIG", config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn check_lists_every_problem_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"
+[listen]
+addr = "0.0.0.0:8080"
+trust_forwarded_header = true
+
+[[routes]]
+name = "clerk"
+path = "/webhooks/clerk"
+secrets = ["env:CLERK_SECRET_THAT_IS_NOT_SET"]
+upstream = "ftp://127.0.0.1/"
+
+[[routes]]
+name = "other"
+path = "/webhooks/clerk"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+upstream = "http://127.0.0.1:3000/"
+"#,
+    )
+    .unwrap();
+    let out = hookwall(&["check", "-c", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let f = file.display().to_string();
+    for expected in [
+        format!("{f}: listen.trust_forwarded_header: unknown key"),
+        format!("{f}: routes[0].secrets[0]: env:CLERK_SECRET_THAT_IS_NOT_SET: environment variable CLERK_SECRET_THAT_IS_NOT_SET is not set"),
+        format!("{f}: routes[0].upstream: \"ftp://127.0.0.1/\" is not an http(s) URL"),
+        format!("{f}: routes[1].path: \"/webhooks/clerk\" is used by an earlier route"),
+    ] {
+        assert!(stderr.lines().any(|l| l == expected), "missing {expected:?} in\n{stderr}");
+    }
+
+    let out = hookwall(&["check", "-c", "/nonexistent/hookwall.toml"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/hookwall.toml: cannot read"));
+}
