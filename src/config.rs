@@ -49,8 +49,9 @@ pub mod defaults {
     /// Delivered ids are remembered at least this long (or 3 x tolerance if longer):
     /// a retry arrives with a fresh timestamp, so the window is not the bound.
     pub const DEDUP_TTL_FLOOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-    /// Concurrent forwards per route: bounds what a burst can pile onto a backend.
-    pub const MAX_IN_FLIGHT: usize = 256;
+    /// Concurrent forwards per route: bounds what a burst can pile onto a backend. As many
+    /// as the default connection cap, so only a route configured lower refuses a burst.
+    pub const MAX_IN_FLIGHT: usize = 1024;
     pub const LOG_FORMAT: &str = "text";
     pub const LOG_LEVEL: &str = "info";
 }
@@ -222,17 +223,19 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Listen {
     pub addr: SocketAddr,
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<Tls>,
     pub trust_forwarded_headers: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
+/// The listener's TLS files and what was read from them at load.
+#[derive(Debug, Clone)]
+pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub server: Arc<rustls::ServerConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -655,16 +658,23 @@ fn build(raw: RawConfig, file: &Path, base_dir: &Path, problems: &mut Problems) 
     let listen_addr = socket_addr(problems, "listen.addr", &raw.listen.addr);
     let admin_addr = socket_addr(problems, "admin.addr", &raw.admin.addr);
     if let (Some(a), Some(b)) = (listen_addr, admin_addr) {
-        if a == b {
+        // Port 0 asks the OS for a free port, so two of them do not clash.
+        if a == b && a.port() != 0 {
             problems.add("admin.addr", format!("{b} is also listen.addr"));
         }
     }
     let tls = match (raw.listen.tls_cert, raw.listen.tls_key) {
         (None, None) => None,
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert: base_dir.join(cert),
-            key: base_dir.join(key),
-        }),
+        (Some(cert), Some(key)) => {
+            let (cert, key) = (base_dir.join(cert), base_dir.join(key));
+            match crate::tls::load_server_config(&cert, &key) {
+                Ok(server) => Some(Tls { cert, key, server }),
+                Err(err) => {
+                    problems.add("listen.tls_cert", err.to_string());
+                    None
+                }
+            }
+        }
         (Some(_), None) => {
             problems.add("listen.tls_key", "missing: tls_cert needs tls_key");
             None
@@ -827,9 +837,12 @@ fn build_route(
     let start = problems.0.len();
 
     let path = match raw.path {
-        Some(path) if path.starts_with('/') => path,
+        Some(path) if path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) => path,
         Some(path) => {
-            problems.add(at("path"), format!("{path:?} must start with \"/\""));
+            problems.add(
+                at("path"),
+                format!("{path:?} must start with \"/\" and be visible ASCII"),
+            );
             path
         }
         None => {
@@ -838,8 +851,12 @@ fn build_route(
         }
     };
     let name: Arc<str> = match raw.name {
-        Some(name) if name.is_empty() => {
-            problems.add(at("name"), "must not be empty");
+        // The name travels in the `hookwall-route` header and in metric labels.
+        Some(name) if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) => {
+            problems.add(
+                at("name"),
+                format!("{name:?} must be non-empty visible ASCII without spaces"),
+            );
             name.into()
         }
         Some(name) => name.into(),

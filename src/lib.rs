@@ -1,13 +1,156 @@
 //! hookwall: a sidecar reverse proxy that lets through only webhooks that are authentic,
 //! fresh, new and wanted (Svix / Standard Webhooks signatures).
+//!
+//! The request path, by file: `server` (accept, limits, TLS) → `pipeline` (the stages and
+//! the one place outcomes become responses) → `verify`, `dedup`, `route` (pure) →
+//! `forward` (the upstream exchange). `config` reads the TOML once into typed values.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dedup;
+pub mod forward;
+pub mod logging;
 pub mod metrics;
+pub mod pipeline;
 pub mod route;
 pub mod secret;
+pub mod server;
 pub mod sign;
+pub mod state;
 pub mod tls;
 pub mod verify;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::state::{Live, Shared};
+
+/// What the process asks of a running proxy (SIGHUP, SIGTERM/SIGINT in `main`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the config file, its secrets and TLS files.
+    Reload,
+    /// Turn unready, stop accepting, drain within `shutdown_grace`, return.
+    Shutdown,
+}
+
+/// Runs the proxy on already-bound listeners until `Control::Shutdown` (or the control
+/// channel closes). Tests bind port 0 and drive this same function.
+pub async fn run(
+    config: Config,
+    public: TcpListener,
+    admin: TcpListener,
+    mut control: mpsc::Receiver<Control>,
+) -> Result<(), tls::TlsError> {
+    let shared = Arc::new(Shared::new(config)?);
+    let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(public, shared.clone(), async {
+        let _ = stopped.await;
+    }));
+    shared.ready.store(true, Ordering::Release);
+    {
+        let live = shared.live();
+        tracing::info!(
+            listen = %live.config.listen.addr,
+            admin = %live.config.admin_addr,
+            routes = live.config.routes.len(),
+            "hookwall ready"
+        );
+    }
+
+    while let Some(Control::Reload) = control.recv().await {
+        reload(&shared).await;
+    }
+
+    tracing::info!("shutting down");
+    shared.ready.store(false, Ordering::Release);
+    let _ = stop.send(());
+    let _ = server.await;
+    admin_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads the config file again, secrets and TLS files included. A config that fails is
+/// refused and the old one keeps serving; what needs a restart keeps its old value.
+async fn reload(shared: &Shared) {
+    let old = shared.live();
+    let file = old.config.file.clone();
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&file)).await;
+    let mut new = match loaded {
+        Ok(Ok(config)) => config,
+        Ok(Err(err)) => {
+            for problem in err.to_string().lines() {
+                tracing::error!(
+                    problem,
+                    "config reload refused; the old config keeps serving"
+                );
+            }
+            shared.metrics.reload(false);
+            return;
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "config reload failed");
+            shared.metrics.reload(false);
+            return;
+        }
+    };
+
+    let was = &old.config;
+    let same_tls_files = match (&was.listen.tls, &new.listen.tls) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.cert == b.cert && a.key == b.key,
+        _ => false,
+    };
+    if new.listen.addr != was.listen.addr
+        || new.listen.trust_forwarded_headers != was.listen.trust_forwarded_headers
+        || !same_tls_files
+    {
+        tracing::warn!(
+            "listen.* changed: takes effect at the next restart; keeping the old values"
+        );
+        let mut listen = was.listen.clone();
+        // Same files as before, read again: a rotated certificate still takes effect.
+        if let Some(tls) = &mut listen.tls {
+            match tls::load_server_config(&tls.cert, &tls.key) {
+                Ok(server) => tls.server = server,
+                Err(err) => {
+                    tracing::error!(error = %err, "config reload refused; the old config keeps serving");
+                    shared.metrics.reload(false);
+                    return;
+                }
+            }
+        }
+        new.listen = listen;
+    }
+    if new.admin_addr != was.admin_addr {
+        tracing::warn!("admin.addr changed: takes effect at the next restart");
+        new.admin_addr = was.admin_addr;
+    }
+    if new.log.format != was.log.format {
+        tracing::warn!("log.format changed: takes effect at the next restart");
+        new.log.format = was.log.format;
+    }
+    logging::set_level(&new.log.level);
+
+    match Live::new(new, &shared.metrics, &shared.default_client) {
+        Ok(live) => {
+            let routes = live.config.routes.len();
+            shared.swap(live);
+            shared.metrics.reload(true);
+            tracing::info!(routes, "config reloaded");
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "config reload refused; the old config keeps serving");
+            shared.metrics.reload(false);
+        }
+    }
+}

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use hookwall::cli::{self, exit, send::SendArgs};
-use hookwall::config::CONFIG_ENV;
+use hookwall::config::{Config, CONFIG_ENV};
+use hookwall::Control;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 /// A sidecar reverse proxy that lets through only authentic, fresh, new and wanted
 /// webhooks (Svix / Standard Webhooks signatures).
@@ -68,9 +72,81 @@ fn main() -> ExitCode {
     match command {
         Command::Check(arg) => cli::check::run(&arg.file()),
         Command::Send(args) => runtime.block_on(cli::send::run(args)),
-        Command::Run(arg) => {
-            eprintln!("hookwall run: not built yet ({})", arg.file().display());
+        Command::Run(arg) => runtime.block_on(run(&arg.file())),
+    }
+}
+
+/// `hookwall run`: load, bind both listeners, turn signals into `Control`, run.
+async fn run(file: &std::path::Path) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    hookwall::logging::init(&config.log);
+    let public = match TcpListener::bind(config.listen.addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(addr = %config.listen.addr, error = %err, "cannot bind listen.addr");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    let admin = match TcpListener::bind(config.admin_addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(addr = %config.admin_addr, error = %err, "cannot bind admin.addr");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    // The bound addresses (port 0 picks one), for people and for tests.
+    if let (Ok(public), Ok(admin)) = (public.local_addr(), admin.local_addr()) {
+        tracing::info!(%public, %admin, "listening");
+    }
+
+    let (control, requests) = mpsc::channel(4);
+    let signals = match forward_signals(control) {
+        Ok(task) => task,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot install signal handlers");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    let result = hookwall::run(config, public, admin, requests).await;
+    signals.abort();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start");
             ExitCode::from(exit::RUNTIME)
         }
     }
+}
+
+/// SIGHUP → reload; SIGTERM or SIGINT → shutdown (a second one exits at once).
+fn forward_signals(control: mpsc::Sender<Control>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        let mut stopping = false;
+        loop {
+            let request = tokio::select! {
+                _ = hangup.recv() => Control::Reload,
+                _ = terminate.recv() => Control::Shutdown,
+                _ = interrupt.recv() => Control::Shutdown,
+            };
+            if request == Control::Shutdown {
+                if stopping {
+                    tracing::warn!("second shutdown signal: exiting now");
+                    std::process::exit(i32::from(exit::RUNTIME));
+                }
+                stopping = true;
+            }
+            if control.send(request).await.is_err() {
+                return;
+            }
+        }
+    }))
 }

@@ -1,4 +1,411 @@
-//! Prometheus metrics.
+//! Prometheus metrics: one `Metrics` owning its registry, every metric of the contract
+//! registered at startup. Per-route handles are resolved once per config load
+//! (`RouteMetrics`), so the request path does no label hashing except for event types.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::route::EventType;
 
 /// The route label for requests refused before a route is known.
 pub const UNMATCHED: &str = "_unmatched";
+
+/// Most distinct event types counted per route; the rest count as `_other`.
+pub const MAX_EVENT_TYPES_PER_ROUTE: usize = 256;
+
+/// Every outcome of a request: the `outcome` label of `hookwall_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Overloaded,
+    HeadersTooLarge,
+    NotFound,
+    MethodNotAllowed,
+    BodyTooLarge,
+    BodyTimeout,
+    MissingHeader,
+    MalformedHeader,
+    TimestampTooOld,
+    TimestampTooNew,
+    InvalidSignature,
+    Duplicate,
+    InFlight,
+    Filtered,
+    Forwarded,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 18] = [
+        Outcome::Overloaded,
+        Outcome::HeadersTooLarge,
+        Outcome::NotFound,
+        Outcome::MethodNotAllowed,
+        Outcome::BodyTooLarge,
+        Outcome::BodyTimeout,
+        Outcome::MissingHeader,
+        Outcome::MalformedHeader,
+        Outcome::TimestampTooOld,
+        Outcome::TimestampTooNew,
+        Outcome::InvalidSignature,
+        Outcome::Duplicate,
+        Outcome::InFlight,
+        Outcome::Filtered,
+        Outcome::Forwarded,
+        Outcome::UpstreamRejected,
+        Outcome::UpstreamUnavailable,
+        Outcome::UpstreamTimeout,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Overloaded => "overloaded",
+            Outcome::HeadersTooLarge => "headers_too_large",
+            Outcome::NotFound => "not_found",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::BodyTooLarge => "body_too_large",
+            Outcome::BodyTimeout => "body_timeout",
+            Outcome::MissingHeader => "missing_header",
+            Outcome::MalformedHeader => "malformed_header",
+            Outcome::TimestampTooOld => "timestamp_too_old",
+            Outcome::TimestampTooNew => "timestamp_too_new",
+            Outcome::InvalidSignature => "invalid_signature",
+            Outcome::Duplicate => "duplicate",
+            Outcome::InFlight => "in_flight",
+            Outcome::Filtered => "filtered",
+            Outcome::Forwarded => "forwarded",
+            Outcome::UpstreamRejected => "upstream_rejected",
+            Outcome::UpstreamUnavailable => "upstream_unavailable",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+}
+
+/// How an upstream answered: the `class` label of `hookwall_upstream_responses_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamClass {
+    Status(u16),
+    Error,
+    Timeout,
+}
+
+impl UpstreamClass {
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamClass::Status(s) if s < 300 => "2xx",
+            UpstreamClass::Status(s) if s < 400 => "3xx",
+            UpstreamClass::Status(s) if s < 500 => "4xx",
+            UpstreamClass::Status(_) => "5xx",
+            UpstreamClass::Error => "error",
+            UpstreamClass::Timeout => "timeout",
+        }
+    }
+}
+
+/// 1 ms to 10 s.
+const DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Signed, −300 s to +300 s: webhook-timestamp − now.
+const SKEW_BUCKETS: [f64; 15] = [
+    -300.0, -120.0, -60.0, -30.0, -10.0, -5.0, -1.0, 0.0, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    upstream_responses: IntCounterVec,
+    events: IntCounterVec,
+    pub dedup_entries: IntGauge,
+    dedup_evictions: IntCounterVec,
+    pub in_flight_requests: IntGauge,
+    config_reloads: IntCounterVec,
+    secret_matches: IntCounterVec,
+    clock_skew: HistogramVec,
+    last_verified: GaugeVec,
+    /// Event types counted so far per route, to bound the label set.
+    event_types: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+/// The series of one route, resolved once.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    route: String,
+    requests: Vec<IntCounter>,
+    pub request_duration: Histogram,
+    pub upstream_duration: Histogram,
+    upstream_responses: [IntCounter; 6],
+    pub clock_skew: Histogram,
+    pub last_verified: Gauge,
+    secret_matches: Vec<IntCounter>,
+}
+
+impl RouteMetrics {
+    pub fn request(&self, outcome: Outcome) {
+        // `ALL` lists every variant in declaration order.
+        self.requests[outcome as usize].inc();
+    }
+
+    pub fn upstream_response(&self, class: UpstreamClass) {
+        let index = match class.label() {
+            "2xx" => 0,
+            "3xx" => 1,
+            "4xx" => 2,
+            "5xx" => 3,
+            "error" => 4,
+            _ => 5,
+        };
+        self.upstream_responses[index].inc();
+    }
+
+    pub fn secret_matched(&self, index: usize) {
+        if let Some(counter) = self.secret_matches.get(index) {
+            counter.inc();
+        }
+    }
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique and valid");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let requests = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new("hookwall_requests_total", "Requests by route and outcome."),
+                &["route", "outcome"],
+            )
+            .unwrap(),
+        );
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &["route"],
+            )
+            .unwrap()
+        };
+        let request_duration = register(
+            &r,
+            histogram(
+                "hookwall_request_duration_seconds",
+                "Time from request to response.",
+                &DURATION_BUCKETS,
+            ),
+        );
+        let upstream_duration = register(
+            &r,
+            histogram(
+                "hookwall_upstream_duration_seconds",
+                "Time from connecting upstream to the end of its (bounded) body.",
+                &DURATION_BUCKETS,
+            ),
+        );
+        let upstream_responses = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "hookwall_upstream_responses_total",
+                    "Upstream answers by status class, error or timeout.",
+                ),
+                &["route", "class"],
+            )
+            .unwrap(),
+        );
+        let events = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "hookwall_events_total",
+                    "Requests that passed verification, by event type.",
+                ),
+                &["route", "event_type"],
+            )
+            .unwrap(),
+        );
+        let dedup_entries = register(
+            &r,
+            IntGauge::new("hookwall_dedup_entries", "Message ids remembered.").unwrap(),
+        );
+        let dedup_evictions = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "hookwall_dedup_evictions_total",
+                    "Ids forgotten, by reason.",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+        );
+        let in_flight_requests = register(
+            &r,
+            IntGauge::new("hookwall_in_flight_requests", "Requests being handled.").unwrap(),
+        );
+        let config_reloads = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "hookwall_config_reloads_total",
+                    "Config reloads, by result.",
+                ),
+                &["result"],
+            )
+            .unwrap(),
+        );
+        let secret_matches = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "hookwall_secret_matches_total",
+                    "Verified requests by the index of the secret that matched.",
+                ),
+                &["route", "secret"],
+            )
+            .unwrap(),
+        );
+        let clock_skew = register(
+            &r,
+            histogram(
+                "hookwall_clock_skew_seconds",
+                "webhook-timestamp minus now, for verified requests.",
+                &SKEW_BUCKETS,
+            ),
+        );
+        let last_verified = register(
+            &r,
+            GaugeVec::new(
+                Opts::new(
+                    "hookwall_last_verified_timestamp_seconds",
+                    "Unix time of the last verified request.",
+                ),
+                &["route"],
+            )
+            .unwrap(),
+        );
+        let build_info = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("hookwall_build_info", "Always 1; the version as a label."),
+                &["version"],
+            )
+            .unwrap(),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for reason in ["capacity", "expired"] {
+            dedup_evictions.with_label_values(&[reason]);
+        }
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
+
+        Metrics {
+            registry: r,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_responses,
+            events,
+            dedup_entries,
+            dedup_evictions,
+            in_flight_requests,
+            config_reloads,
+            secret_matches,
+            clock_skew,
+            last_verified,
+            event_types: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Resolves (and so creates at 0) every series of one route.
+    pub fn route(&self, name: &str, secrets: usize) -> RouteMetrics {
+        RouteMetrics {
+            route: name.to_owned(),
+            requests: Outcome::ALL
+                .iter()
+                .map(|o| self.requests.with_label_values(&[name, o.label()]))
+                .collect(),
+            request_duration: self.request_duration.with_label_values(&[name]),
+            upstream_duration: self.upstream_duration.with_label_values(&[name]),
+            upstream_responses: ["2xx", "3xx", "4xx", "5xx", "error", "timeout"]
+                .map(|class| self.upstream_responses.with_label_values(&[name, class])),
+            clock_skew: self.clock_skew.with_label_values(&[name]),
+            last_verified: self.last_verified.with_label_values(&[name]),
+            secret_matches: (0..secrets)
+                .map(|i| {
+                    self.secret_matches
+                        .with_label_values(&[name, &i.to_string()])
+                })
+                .collect(),
+        }
+    }
+
+    /// Counts a verified request's event type, bounding the label set per route.
+    pub fn event(&self, route: &RouteMetrics, event_type: &EventType<'_>) {
+        let label = match event_type {
+            EventType::None => "_none",
+            EventType::Invalid => "_invalid",
+            EventType::Valid(name) => {
+                let mut seen = self.event_types.lock().unwrap_or_else(|e| e.into_inner());
+                let types = seen.entry(route.route.clone()).or_default();
+                if types.contains(name.as_ref()) {
+                    name.as_ref()
+                } else if types.len() < MAX_EVENT_TYPES_PER_ROUTE {
+                    types.insert(name.to_string());
+                    name.as_ref()
+                } else {
+                    "_other"
+                }
+            }
+        };
+        self.events.with_label_values(&[&route.route, label]).inc();
+    }
+
+    pub fn evictions(&self, evictions: crate::dedup::Evictions) {
+        if evictions.capacity > 0 {
+            self.dedup_evictions
+                .with_label_values(&["capacity"])
+                .inc_by(evictions.capacity);
+        }
+        if evictions.expired > 0 {
+            self.dedup_evictions
+                .with_label_values(&["expired"])
+                .inc_by(evictions.expired);
+        }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail on I/O; a metric family is always well formed.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}

@@ -1,0 +1,350 @@
+//! Message-id memory: which (route, id) pairs are being delivered right now, and which were
+//! delivered (upstream answered 2xx) within the ttl. Pure and synchronous: the clock is
+//! passed in, and the caller holds it behind a mutex that is never held across an `.await`.
+//!
+//! Nothing is ever lost to dedup: an id is *delivered* only once the upstream said 2xx;
+//! any other result releases it at once, so the sender's retry goes through.
+//!
+//! Delivered ids sit in an LRU bounded by `capacity`. Lookups do not refresh an entry, so
+//! the least recently used end is also the oldest delivery and expired entries are swept
+//! from there in O(1) amortized time. Memory: about 150 bytes per remembered id (a key of
+//! route name + id, ~45 bytes for Svix ids, plus the LRU's node and hash-table slot);
+//! `docs/benchmarks.md` has the measured figure.
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+/// What is known about a (route, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Neither delivered within the ttl nor being delivered.
+    New,
+    /// Being forwarded right now.
+    InFlight,
+    /// Delivered (upstream answered 2xx) within the ttl.
+    Delivered,
+}
+
+/// Entries dropped since the last `take_evictions`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Evictions {
+    /// Live entries pushed out by the capacity bound.
+    pub capacity: u64,
+    /// Entries dropped because their ttl had passed.
+    pub expired: u64,
+}
+
+/// The key of one (route, id): route name and id joined by a NUL, which neither a
+/// (visible-ASCII) id nor the split can produce by accident.
+pub fn key(route: &str, id: &str) -> String {
+    let mut key = String::with_capacity(route.len() + 1 + id.len());
+    key.push_str(route);
+    key.push('\0');
+    key.push_str(id);
+    key
+}
+
+/// Most expired entries swept per call: keeps each call O(1) while still draining.
+const SWEEP_PER_CALL: usize = 8;
+
+pub struct Dedup {
+    delivered: LruCache<String, Instant>,
+    in_flight: HashSet<String>,
+    ttl: Duration,
+    evictions: Evictions,
+}
+
+impl Dedup {
+    pub fn new(capacity: NonZeroUsize, ttl: Duration) -> Self {
+        Dedup {
+            delivered: LruCache::new(capacity),
+            in_flight: HashSet::new(),
+            ttl,
+            evictions: Evictions::default(),
+        }
+    }
+
+    /// Applies a reloaded config; memory survives. Shrinking counts as capacity evictions.
+    pub fn reconfigure(&mut self, capacity: NonZeroUsize, ttl: Duration, now: Instant) {
+        self.ttl = ttl;
+        while self.delivered.len() > capacity.get() {
+            self.pop_oldest(now);
+        }
+        self.delivered.resize(capacity);
+    }
+
+    /// What is known about `key`, without changing it (for events that will not be forwarded).
+    pub fn lookup(&mut self, key: &str, now: Instant) -> Seen {
+        self.sweep(now);
+        if self.in_flight.contains(key) {
+            return Seen::InFlight;
+        }
+        match self.delivered.peek(key) {
+            Some(expires) if *expires > now => Seen::Delivered,
+            Some(_) => {
+                self.delivered.pop(key);
+                self.evictions.expired += 1;
+                Seen::New
+            }
+            None => Seen::New,
+        }
+    }
+
+    /// Claims `key` for a forward if it is new: then it is in flight and `New` is returned.
+    /// Otherwise nothing changes and what is known is returned.
+    pub fn claim(&mut self, key: &str, now: Instant) -> Seen {
+        let seen = self.lookup(key, now);
+        if seen == Seen::New {
+            self.in_flight.insert(key.to_owned());
+        }
+        seen
+    }
+
+    /// The upstream answered 2xx: remember `key` as delivered for the ttl.
+    pub fn delivered(&mut self, key: &str, now: Instant) {
+        let Some(key) = self.in_flight.take(key) else {
+            return;
+        };
+        self.sweep(now);
+        if let Some((_, expires)) = self.delivered.push(key, now + self.ttl) {
+            if expires > now {
+                self.evictions.capacity += 1;
+            } else {
+                self.evictions.expired += 1;
+            }
+        }
+    }
+
+    /// The forward failed or was abandoned: forget the claim so a retry goes through.
+    pub fn release(&mut self, key: &str) {
+        self.in_flight.remove(key);
+    }
+
+    /// Ids remembered: delivered plus in flight.
+    pub fn len(&self) -> usize {
+        self.delivered.len() + self.in_flight.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Evictions since the last call (for the metrics).
+    pub fn take_evictions(&mut self) -> Evictions {
+        std::mem::take(&mut self.evictions)
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        for _ in 0..SWEEP_PER_CALL {
+            match self.delivered.peek_lru() {
+                Some((_, expires)) if *expires <= now => {
+                    self.delivered.pop_lru();
+                    self.evictions.expired += 1;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn pop_oldest(&mut self, now: Instant) {
+        if let Some((_, expires)) = self.delivered.pop_lru() {
+            if expires > now {
+                self.evictions.capacity += 1;
+            } else {
+                self.evictions.expired += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dedup(capacity: usize, ttl_secs: u64) -> Dedup {
+        Dedup::new(
+            NonZeroUsize::new(capacity).unwrap(),
+            Duration::from_secs(ttl_secs),
+        )
+    }
+
+    #[test]
+    fn new_then_in_flight_then_delivered() {
+        let t0 = Instant::now();
+        let mut d = dedup(10, 60);
+        let k = key("clerk", "msg_1");
+        assert_eq!(d.lookup(&k, t0), Seen::New);
+        assert_eq!(d.claim(&k, t0), Seen::New);
+        assert_eq!(d.claim(&k, t0), Seen::InFlight);
+        assert_eq!(d.lookup(&k, t0), Seen::InFlight);
+        d.delivered(&k, t0);
+        assert_eq!(d.claim(&k, t0), Seen::Delivered);
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn released_ids_can_be_claimed_again() {
+        let t0 = Instant::now();
+        let mut d = dedup(10, 60);
+        let k = key("clerk", "msg_1");
+        assert_eq!(d.claim(&k, t0), Seen::New);
+        d.release(&k);
+        assert!(d.is_empty());
+        assert_eq!(d.claim(&k, t0), Seen::New);
+    }
+
+    #[test]
+    fn routes_are_separate() {
+        let t0 = Instant::now();
+        let mut d = dedup(10, 60);
+        assert_eq!(d.claim(&key("a", "msg_1"), t0), Seen::New);
+        assert_eq!(d.claim(&key("b", "msg_1"), t0), Seen::New);
+    }
+
+    #[test]
+    fn lookup_never_claims() {
+        let t0 = Instant::now();
+        let mut d = dedup(10, 60);
+        let k = key("a", "msg_1");
+        assert_eq!(d.lookup(&k, t0), Seen::New);
+        assert_eq!(d.lookup(&k, t0), Seen::New);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn delivered_ids_expire_after_the_ttl() {
+        let t0 = Instant::now();
+        let mut d = dedup(10, 60);
+        let k = key("a", "msg_1");
+        d.claim(&k, t0);
+        d.delivered(&k, t0);
+        assert_eq!(d.lookup(&k, t0 + Duration::from_secs(59)), Seen::Delivered);
+        assert_eq!(d.lookup(&k, t0 + Duration::from_secs(60)), Seen::New);
+        assert_eq!(
+            d.take_evictions(),
+            Evictions {
+                capacity: 0,
+                expired: 1
+            }
+        );
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn expired_entries_are_swept_by_other_traffic() {
+        let t0 = Instant::now();
+        let mut d = dedup(100, 60);
+        for i in 0..5 {
+            let k = key("a", &format!("msg_{i}"));
+            d.claim(&k, t0);
+            d.delivered(&k, t0);
+        }
+        let later = t0 + Duration::from_secs(61);
+        d.lookup(&key("a", "other"), later);
+        assert!(d.is_empty());
+        assert_eq!(d.take_evictions().expired, 5);
+    }
+
+    #[test]
+    fn capacity_pushes_out_the_oldest_and_counts_it() {
+        let t0 = Instant::now();
+        let mut d = dedup(2, 60);
+        for i in 0..3 {
+            let k = key("a", &format!("msg_{i}"));
+            d.claim(&k, t0);
+            d.delivered(&k, t0);
+        }
+        assert_eq!(d.lookup(&key("a", "msg_0"), t0), Seen::New);
+        assert_eq!(d.lookup(&key("a", "msg_2"), t0), Seen::Delivered);
+        assert_eq!(
+            d.take_evictions(),
+            Evictions {
+                capacity: 1,
+                expired: 0
+            }
+        );
+    }
+
+    #[test]
+    fn in_flight_ids_are_never_pushed_out() {
+        let t0 = Instant::now();
+        let mut d = dedup(1, 60);
+        let busy = key("a", "busy");
+        d.claim(&busy, t0);
+        for i in 0..5 {
+            let k = key("a", &format!("msg_{i}"));
+            d.claim(&k, t0);
+            d.delivered(&k, t0);
+        }
+        assert_eq!(d.lookup(&busy, t0), Seen::InFlight);
+    }
+
+    #[test]
+    fn reconfigure_keeps_memory_and_shrinks() {
+        let t0 = Instant::now();
+        let mut d = dedup(10, 60);
+        for i in 0..4 {
+            let k = key("a", &format!("msg_{i}"));
+            d.claim(&k, t0);
+            d.delivered(&k, t0);
+        }
+        d.reconfigure(NonZeroUsize::new(2).unwrap(), Duration::from_secs(600), t0);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.lookup(&key("a", "msg_3"), t0), Seen::Delivered);
+        assert_eq!(d.take_evictions().capacity, 2);
+    }
+
+    #[test]
+    fn racing_tasks_never_hold_one_id_twice() {
+        use std::sync::{Arc, Barrier, Mutex};
+        let d = Arc::new(Mutex::new(dedup(10_000, 60)));
+        let holders = Arc::new(Mutex::new(HashSet::new()));
+        let threads = 8;
+        let barrier = Arc::new(Barrier::new(threads));
+        let claimed_total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (d, holders, barrier, total) = (
+                    d.clone(),
+                    holders.clone(),
+                    barrier.clone(),
+                    claimed_total.clone(),
+                );
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for round in 0..2_000 {
+                        let id = format!("msg_{}", round % 50);
+                        let k = key("a", &id);
+                        let now = Instant::now();
+                        if d.lock().unwrap().claim(&k, now) == Seen::New {
+                            assert!(holders.lock().unwrap().insert(k.clone()), "{k} held twice");
+                            total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            holders.lock().unwrap().remove(&k);
+                            // Half fail (released, retried later), half are delivered.
+                            if (round + t) % 2 == 0 {
+                                d.lock().unwrap().release(&k);
+                            } else {
+                                d.lock().unwrap().delivered(&k, now);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        // Every id ended delivered: released ones were claimed again until one succeeded.
+        let mut d = d.lock().unwrap();
+        for i in 0..50 {
+            assert_eq!(
+                d.lookup(&key("a", &format!("msg_{i}")), Instant::now()),
+                Seen::Delivered
+            );
+        }
+        assert!(claimed_total.load(std::sync::atomic::Ordering::Relaxed) >= 50);
+    }
+}

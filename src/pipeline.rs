@@ -1,0 +1,484 @@
+//! The request path. `handle_inner` chains the stages in the contract's order with `?`:
+//! header limits, path, method, body, signed headers, timestamp, signature, route overload,
+//! dedup, routing, forward. `handle` is the one place that turns the result into a status,
+//! a body, metrics and the request's log line.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+
+use crate::config::Limits;
+use crate::dedup::{self, Seen};
+use crate::forward::{self, ForwardError, Peer, UpstreamReply};
+use crate::metrics::{Outcome, RouteMetrics, UpstreamClass};
+use crate::route::{event_type, Decision, EventType};
+use crate::state::{Live, RouteState, Shared};
+use crate::verify::{SignedHeaders, VerifyError};
+
+/// A request answered without a refusal.
+#[derive(Debug)]
+pub enum Done {
+    /// Already delivered on this route: acknowledged, not forwarded.
+    Duplicate,
+    /// No rule matched, or the rule drops: acknowledged, not forwarded.
+    Filtered,
+    /// The upstream's answer (2xx or not).
+    Upstream(UpstreamReply),
+}
+
+/// Why a request was refused. Who failed: the sender (most), the upstream (the last two),
+/// or hookwall's own bounds (`Overloaded`).
+#[derive(Debug, thiserror::Error)]
+pub enum Reject {
+    #[error("more headers, or header bytes, than the limits allow")]
+    HeadersTooLarge,
+    #[error("no route has this path")]
+    NotFound,
+    #[error("method is not POST")]
+    MethodNotAllowed,
+    #[error("body larger than limits.max_body_bytes")]
+    BodyTooLarge,
+    #[error("body not complete within limits.body_read_timeout, or cut short")]
+    BodyTimeout,
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("max_in_flight forwards already running on the route")]
+    Overloaded,
+    #[error("this id is being delivered right now")]
+    InFlight,
+    #[error(transparent)]
+    Upstream(#[from] ForwardError),
+}
+
+/// What the log line and metrics need to know about a request, filled in as it goes.
+#[derive(Default)]
+struct Trace {
+    route: Option<std::sync::Arc<RouteState>>,
+    id: Option<String>,
+    event_type: Option<String>,
+}
+
+/// Answers one request. Never fails: every path ends in a response.
+pub async fn handle(
+    shared: &Shared,
+    request: Request<Incoming>,
+    peer: Peer,
+) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let _in_flight = InFlight::start(&shared.metrics.in_flight_requests);
+    let live = shared.live();
+    let mut trace = Trace::default();
+    let result = handle_inner(shared, &live, request, peer, &mut trace).await;
+    let (outcome, response) = rescue(result);
+
+    let route_metrics: &RouteMetrics = trace
+        .route
+        .as_ref()
+        .map_or(&shared.unmatched, |route| &route.metrics);
+    route_metrics.request(outcome);
+    let elapsed = started.elapsed();
+    route_metrics
+        .request_duration
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        route = trace
+            .route
+            .as_ref()
+            .map_or(crate::metrics::UNMATCHED, |r| &*r.route.name),
+        id = trace.id.as_deref().unwrap_or(""),
+        event_type = trace.event_type.as_deref().unwrap_or(""),
+        outcome = outcome.label(),
+        status = response.status().as_u16(),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+/// Counts a request in `hookwall_in_flight_requests` until dropped, also when hyper drops
+/// the request's future because the sender went away.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn start(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The one mapping from a result to outcome, status and body. No catch-all arm: a new
+/// variant must be decided here.
+fn rescue(result: Result<Done, Reject>) -> (Outcome, Response<Full<Bytes>>) {
+    let refusal = |outcome: Outcome, status: StatusCode| {
+        (
+            outcome,
+            json(status, format!(r#"{{"error":"{}"}}"#, outcome.label())),
+        )
+    };
+    match result {
+        Ok(Done::Duplicate) => (
+            Outcome::Duplicate,
+            json(StatusCode::OK, r#"{"outcome":"duplicate"}"#.into()),
+        ),
+        Ok(Done::Filtered) => (
+            Outcome::Filtered,
+            json(StatusCode::OK, r#"{"outcome":"filtered"}"#.into()),
+        ),
+        Ok(Done::Upstream(reply)) => {
+            let outcome = if reply.status.is_success() {
+                Outcome::Forwarded
+            } else {
+                Outcome::UpstreamRejected
+            };
+            let mut response = Response::new(Full::new(reply.body));
+            *response.status_mut() = reply.status;
+            let headers = response.headers_mut();
+            if let Some(v) = reply.content_type {
+                headers.insert(header::CONTENT_TYPE, v);
+            }
+            if let Some(v) = reply.retry_after {
+                headers.insert(header::RETRY_AFTER, v);
+            }
+            (outcome, response)
+        }
+        Err(Reject::HeadersTooLarge) => refusal(
+            Outcome::HeadersTooLarge,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ),
+        Err(Reject::NotFound) => refusal(Outcome::NotFound, StatusCode::NOT_FOUND),
+        Err(Reject::MethodNotAllowed) => {
+            let (outcome, mut response) =
+                refusal(Outcome::MethodNotAllowed, StatusCode::METHOD_NOT_ALLOWED);
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            (outcome, response)
+        }
+        Err(Reject::BodyTooLarge) => refusal(Outcome::BodyTooLarge, StatusCode::PAYLOAD_TOO_LARGE),
+        Err(Reject::BodyTimeout) => refusal(Outcome::BodyTimeout, StatusCode::REQUEST_TIMEOUT),
+        Err(Reject::Verify(err)) => match err {
+            VerifyError::MissingHeader(_) => {
+                refusal(Outcome::MissingHeader, StatusCode::BAD_REQUEST)
+            }
+            VerifyError::MalformedHeader(_) => {
+                refusal(Outcome::MalformedHeader, StatusCode::BAD_REQUEST)
+            }
+            VerifyError::TimestampTooOld => {
+                refusal(Outcome::TimestampTooOld, StatusCode::UNAUTHORIZED)
+            }
+            VerifyError::TimestampTooNew => {
+                refusal(Outcome::TimestampTooNew, StatusCode::UNAUTHORIZED)
+            }
+            VerifyError::InvalidSignature => {
+                refusal(Outcome::InvalidSignature, StatusCode::UNAUTHORIZED)
+            }
+        },
+        Err(Reject::Overloaded) => {
+            let (outcome, mut response) =
+                refusal(Outcome::Overloaded, StatusCode::SERVICE_UNAVAILABLE);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            (outcome, response)
+        }
+        Err(Reject::InFlight) => refusal(Outcome::InFlight, StatusCode::CONFLICT),
+        Err(Reject::Upstream(err)) => match err {
+            ForwardError::Connect(_) | ForwardError::Body(_) => {
+                refusal(Outcome::UpstreamUnavailable, StatusCode::BAD_GATEWAY)
+            }
+            ForwardError::Timeout(_) => {
+                refusal(Outcome::UpstreamTimeout, StatusCode::GATEWAY_TIMEOUT)
+            }
+        },
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn handle_inner(
+    shared: &Shared,
+    live: &Live,
+    request: Request<Incoming>,
+    peer: Peer,
+    trace: &mut Trace,
+) -> Result<Done, Reject> {
+    check_header_limits(request.headers(), live.limits())?;
+    let route = live
+        .route(request.uri().path())
+        .ok_or(Reject::NotFound)?
+        .clone();
+    trace.route = Some(route.clone());
+    if request.method() != Method::POST {
+        return Err(Reject::MethodNotAllowed);
+    }
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, &parts.headers, live.limits()).await?;
+
+    let signed = SignedHeaders::from_headers(&parts.headers)?;
+    trace.id = Some(signed.id.to_owned());
+    let now = unix_now();
+    let verified = route.route.verifier.verify(&signed, &body, now)?;
+
+    // From here on the request is authentic and fresh.
+    route.metrics.secret_matched(verified.secret_index);
+    route
+        .metrics
+        .clock_skew
+        .observe(verified.timestamp as f64 - now as f64);
+    route.metrics.last_verified.set(now as f64);
+    let event = event_type(&body);
+    shared.metrics.event(&route.metrics, &event);
+    if let EventType::Valid(name) = &event {
+        trace.event_type = Some(name.to_string());
+    }
+
+    // Held until the forward ends; refused before the id is claimed.
+    let _permit = route
+        .forwards
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Reject::Overloaded)?;
+
+    let key = dedup::key(&route.route.name, signed.id);
+    let upstream = match route.route.rules.decide(event.as_str()) {
+        Decision::Forward(upstream) => upstream,
+        // Dedup is looked up before routing, but only a forward claims an id.
+        Decision::Drop | Decision::NoMatch => {
+            return match shared.dedup_lookup(&key) {
+                Seen::Delivered => Ok(Done::Duplicate),
+                Seen::InFlight => Err(Reject::InFlight),
+                Seen::New => Ok(Done::Filtered),
+            };
+        }
+    };
+    let claim = match shared.dedup_claim(&key) {
+        Ok(claim) => claim,
+        Err(Seen::Delivered) => return Ok(Done::Duplicate),
+        Err(Seen::InFlight) | Err(Seen::New) => return Err(Reject::InFlight),
+    };
+
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let headers = forward::upstream_headers(
+        &parts.headers,
+        &peer,
+        authority,
+        live.config.listen.trust_forwarded_headers,
+        &route.name_header,
+        event.as_str(),
+        body.len(),
+    );
+    let uri = upstream.with_query(parts.uri.query());
+    let started = Instant::now();
+    let reply = forward::send(
+        &route.client,
+        uri,
+        headers,
+        body,
+        route.route.upstream_timeout,
+    )
+    .await;
+    route
+        .metrics
+        .upstream_duration
+        .observe(started.elapsed().as_secs_f64());
+    let class = match &reply {
+        Ok(reply) => UpstreamClass::Status(reply.status.as_u16()),
+        Err(ForwardError::Timeout(_)) => UpstreamClass::Timeout,
+        Err(ForwardError::Connect(_) | ForwardError::Body(_)) => UpstreamClass::Error,
+    };
+    route.metrics.upstream_response(class);
+    match reply {
+        Ok(reply) => {
+            if reply.status.is_success() {
+                claim.delivered();
+            }
+            // Otherwise the claim is dropped here: released, so the retry goes through.
+            Ok(Done::Upstream(reply))
+        }
+        Err(err) => {
+            tracing::warn!(route = &*route.route.name, error = %err, "forward failed");
+            Err(Reject::Upstream(err))
+        }
+    }
+}
+
+fn check_header_limits(headers: &HeaderMap, limits: &Limits) -> Result<(), Reject> {
+    if headers.len() > limits.max_headers {
+        return Err(Reject::HeadersTooLarge);
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if bytes > limits.max_header_bytes {
+        return Err(Reject::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+/// Reads the whole body within `body_read_timeout`, refusing it as soon as it is known to
+/// be too large: from Content-Length before reading, or while reading. A body that arrives
+/// in one piece is not copied.
+async fn read_body(
+    mut body: Incoming,
+    headers: &HeaderMap,
+    limits: &Limits,
+) -> Result<Bytes, Reject> {
+    let max = limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(Reject::BodyTooLarge);
+    }
+    let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
+    let mut first: Option<Bytes> = None;
+    let mut rest: Option<BytesMut> = None;
+    let mut total: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(Reject::BodyTimeout),
+            Ok(None) => break,
+            // The sender went away or broke the framing: the body never arrived whole.
+            Ok(Some(Err(_))) => return Err(Reject::BodyTimeout),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len() as u64;
+        if total > max {
+            return Err(Reject::BodyTooLarge);
+        }
+        match (&mut first, &mut rest) {
+            (None, None) => first = Some(data),
+            (Some(head), None) => {
+                let capacity = declared.unwrap_or(total).min(max) as usize;
+                let mut buf = BytesMut::with_capacity(capacity.max(total as usize));
+                buf.extend_from_slice(head);
+                buf.extend_from_slice(&data);
+                rest = Some(buf);
+            }
+            (_, Some(buf)) => buf.extend_from_slice(&data),
+        }
+    }
+    Ok(match (first, rest) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(head), None) => head,
+        (None, None) => Bytes::new(),
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::HeaderKind;
+
+    fn status_of(result: Result<Done, Reject>) -> (&'static str, u16) {
+        let (outcome, response) = rescue(result);
+        (outcome.label(), response.status().as_u16())
+    }
+
+    /// The contract's table, row by row, for everything `rescue` decides.
+    #[test]
+    fn reject_to_status_table() {
+        let table: Vec<(Result<Done, Reject>, &str, u16)> = vec![
+            (Err(Reject::HeadersTooLarge), "headers_too_large", 431),
+            (Err(Reject::NotFound), "not_found", 404),
+            (Err(Reject::MethodNotAllowed), "method_not_allowed", 405),
+            (Err(Reject::BodyTooLarge), "body_too_large", 413),
+            (Err(Reject::BodyTimeout), "body_timeout", 408),
+            (
+                Err(VerifyError::MissingHeader(HeaderKind::Id).into()),
+                "missing_header",
+                400,
+            ),
+            (
+                Err(VerifyError::MalformedHeader(HeaderKind::Timestamp).into()),
+                "malformed_header",
+                400,
+            ),
+            (
+                Err(VerifyError::TimestampTooOld.into()),
+                "timestamp_too_old",
+                401,
+            ),
+            (
+                Err(VerifyError::TimestampTooNew.into()),
+                "timestamp_too_new",
+                401,
+            ),
+            (
+                Err(VerifyError::InvalidSignature.into()),
+                "invalid_signature",
+                401,
+            ),
+            (Err(Reject::Overloaded), "overloaded", 503),
+            (Ok(Done::Duplicate), "duplicate", 200),
+            (Err(Reject::InFlight), "in_flight", 409),
+            (Ok(Done::Filtered), "filtered", 200),
+            (
+                Err(ForwardError::Timeout(Duration::from_secs(1)).into()),
+                "upstream_timeout",
+                504,
+            ),
+        ];
+        for (result, label, status) in table {
+            assert_eq!(status_of(result), (label, status));
+        }
+        let reply = |status: u16| UpstreamReply {
+            status: StatusCode::from_u16(status).unwrap(),
+            content_type: Some(HeaderValue::from_static("text/plain")),
+            retry_after: None,
+            body: Bytes::from_static(b"ok"),
+        };
+        assert_eq!(
+            status_of(Ok(Done::Upstream(reply(204)))),
+            ("forwarded", 204)
+        );
+        assert_eq!(
+            status_of(Ok(Done::Upstream(reply(500)))),
+            ("upstream_rejected", 500)
+        );
+    }
+
+    #[test]
+    fn refusals_are_small_json_and_say_nothing_more() {
+        let (_, response) = rescue(Err(VerifyError::InvalidSignature.into()));
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let (_, response) = rescue(Err(Reject::MethodNotAllowed));
+        assert_eq!(response.headers()["allow"], "POST");
+        let (_, response) = rescue(Err(Reject::Overloaded));
+        assert_eq!(response.headers()["retry-after"], "1");
+    }
+}

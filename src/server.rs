@@ -1,0 +1,181 @@
+//! The public listener: accept loop with a connection cap, optional TLS, hyper-util's
+//! HTTP/1.1 + h2c server with header-read timeout and HTTP/2 bounds, and graceful
+//! shutdown (stop accepting, ask connections to close, drain within `shutdown_grace`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+use crate::config::Limits;
+use crate::forward::Peer;
+use crate::metrics::Outcome;
+use crate::state::Shared;
+
+/// The answer to a connection past `max_connections`, written before reading anything.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\n\
+content-length: 22\r\n\r\n{\"error\":\"overloaded\"}";
+
+/// How long writing the overload answer may take before the connection is just closed.
+const OVERLOAD_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Waits this long after an accept error (e.g. out of file descriptors) before the next
+/// accept, instead of spinning.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `listener` until `shutdown` completes, then drains.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let live = shared.live();
+        let limits = live.limits().clone();
+        let tls = live.tls.clone();
+        drop(live);
+        let _ = stream.set_nodelay(true);
+
+        if open.load(Ordering::Acquire) >= limits.max_connections {
+            shared.unmatched.request(Outcome::Overloaded);
+            tracing::warn!(peer = %addr, outcome = Outcome::Overloaded.label(), "connection refused: max_connections reached");
+            tokio::spawn(async move {
+                match tls {
+                    None => refuse(stream).await,
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            limits.header_read_timeout,
+                            acceptor.accept(stream),
+                        );
+                        if let Ok(Ok(stream)) = handshake.await {
+                            refuse(stream).await;
+                        }
+                    }
+                }
+            });
+            continue;
+        }
+        let guard = ConnectionGuard::new(open.clone());
+        let builder = builder(&limits);
+        let watcher = graceful.watcher();
+        let shared = shared.clone();
+        let peer = Peer {
+            addr,
+            tls: tls.is_some(),
+        };
+        tokio::spawn(async move {
+            let _guard = guard;
+            let service = service_fn(move |request| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(crate::pipeline::handle(&shared, request, peer).await) }
+            });
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(err)) => {
+                            tracing::debug!(peer = %addr, error = %err, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %addr, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(peer = %addr, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+
+    let grace = shared.live().limits().shutdown_grace;
+    let connections = graceful.count();
+    tracing::info!(connections, grace = ?grace, "draining");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            requests = shared.metrics.in_flight_requests.get(),
+            "shutdown_grace ran out: in-flight requests were cut off"
+        );
+    }
+}
+
+/// HTTP/1.1 and h2c (by preface) with the configured bounds. hyper's own header caps are
+/// set above the configured ones, so requests just past a limit reach the pipeline and are
+/// answered (and counted) there; only far larger ones are refused by hyper directly.
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers.saturating_mul(2).max(100))
+        .max_buf_size((limits.max_header_bytes.saturating_mul(2) + 4096).max(16 * 1024));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(
+            u32::try_from(limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        )
+        // Bounds what a client resetting streams in a loop can cost (CVE-2023-44487).
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256));
+    builder
+}
+
+async fn refuse(mut stream: impl AsyncWrite + Unpin) {
+    let write = async {
+        stream.write_all(OVERLOADED).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(OVERLOAD_WRITE_TIMEOUT, write).await;
+}
+
+/// Counts an open connection until dropped.
+struct ConnectionGuard(Arc<AtomicUsize>);
+
+impl ConnectionGuard {
+    fn new(open: Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(open)
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

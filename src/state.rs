@@ -1,0 +1,190 @@
+//! What the proxy runs on: `Shared` lives as long as the process (metrics, dedup memory,
+//! readiness); `Live` is one loaded config, swapped whole on reload, so a request sees one
+//! consistent config from start to end.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use http::HeaderValue;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::client::HttpClient;
+use crate::config::{Config, Limits, Route};
+use crate::dedup::{Dedup, Seen};
+use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
+use crate::tls::TlsError;
+
+/// One route, ready to serve.
+pub struct RouteState {
+    pub route: Route,
+    pub metrics: RouteMetrics,
+    pub client: HttpClient,
+    /// Bounds concurrent forwards (`max_in_flight`).
+    pub forwards: Arc<Semaphore>,
+    /// `hookwall-route`, built once.
+    pub name_header: HeaderValue,
+}
+
+/// One loaded config.
+pub struct Live {
+    pub config: Config,
+    routes: HashMap<String, Arc<RouteState>>,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl Live {
+    /// Builds the clients and per-route state. A failure here (a CA bundle that went away
+    /// since it was checked) refuses the config like a validation error.
+    pub fn new(
+        config: Config,
+        metrics: &Metrics,
+        default_client: &HttpClient,
+    ) -> Result<Live, TlsError> {
+        let mut routes = HashMap::new();
+        for route in &config.routes {
+            let client = match &route.ca_file {
+                Some(ca) => crate::client::build(Some(ca))?,
+                None => default_client.clone(),
+            };
+            let state = RouteState {
+                metrics: metrics.route(&route.name, route.secrets.len()),
+                client,
+                forwards: Arc::new(Semaphore::new(route.max_in_flight)),
+                // Config validation keeps names to visible ASCII.
+                name_header: HeaderValue::from_str(&route.name)
+                    .unwrap_or(HeaderValue::from_static("_invalid")),
+                route: route.clone(),
+            };
+            routes.insert(route.path.clone(), Arc::new(state));
+        }
+        let tls = config
+            .listen
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(tls.server.clone()));
+        Ok(Live {
+            config,
+            routes,
+            tls,
+        })
+    }
+
+    pub fn route(&self, path: &str) -> Option<&Arc<RouteState>> {
+        self.routes.get(path)
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+}
+
+/// Everything that outlives a config.
+pub struct Shared {
+    pub metrics: Metrics,
+    pub unmatched: RouteMetrics,
+    dedup: Mutex<Dedup>,
+    live: RwLock<Arc<Live>>,
+    /// `/readyz`: true once both listeners are bound, false from the first shutdown signal.
+    pub ready: AtomicBool,
+    /// The client for routes without their own CA bundle (one pool for all of them).
+    pub default_client: HttpClient,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Result<Shared, TlsError> {
+        let metrics = Metrics::new();
+        let unmatched = metrics.route(UNMATCHED, 0);
+        let default_client = crate::client::build(None)?;
+        let dedup = Dedup::new(
+            NonZeroUsize::new(config.dedup.capacity).unwrap_or(NonZeroUsize::MIN),
+            config.dedup.ttl,
+        );
+        let live = Live::new(config, &metrics, &default_client)?;
+        Ok(Shared {
+            metrics,
+            unmatched,
+            dedup: Mutex::new(dedup),
+            live: RwLock::new(Arc::new(live)),
+            ready: AtomicBool::new(false),
+            default_client,
+        })
+    }
+
+    /// The config in force; a request holds on to it until it is answered.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts a new config in force; dedup memory carries over.
+    pub fn swap(&self, live: Live) {
+        let dedup = live.config.dedup;
+        self.with_dedup(|d| {
+            d.reconfigure(
+                NonZeroUsize::new(dedup.capacity).unwrap_or(NonZeroUsize::MIN),
+                dedup.ttl,
+                Instant::now(),
+            )
+        });
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+    }
+
+    /// One dedup operation under the lock (never held across an `.await`), then the
+    /// gauge and eviction counters updated from what it did.
+    fn with_dedup<T>(&self, op: impl FnOnce(&mut Dedup) -> T) -> T {
+        let (result, len, evictions) = {
+            // Dedup's state stays consistent even if a panic poisoned the lock.
+            let mut d = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+            let result = op(&mut d);
+            (result, d.len(), d.take_evictions())
+        };
+        self.metrics.dedup_entries.set(len as i64);
+        self.metrics.evictions(evictions);
+        result
+    }
+
+    pub fn dedup_lookup(&self, key: &str) -> Seen {
+        self.with_dedup(|d| d.lookup(key, Instant::now()))
+    }
+
+    /// Claims `key` if new. The returned guard releases it when dropped unless
+    /// `delivered` was called: every path out of a forward, panics and cancellation
+    /// included, gives the id back.
+    pub fn dedup_claim<'a>(&'a self, key: &'a str) -> Result<Claim<'a>, Seen> {
+        match self.with_dedup(|d| d.claim(key, Instant::now())) {
+            Seen::New => Ok(Claim {
+                shared: self,
+                key,
+                done: false,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
+/// An id in flight.
+pub struct Claim<'a> {
+    shared: &'a Shared,
+    key: &'a str,
+    done: bool,
+}
+
+impl Claim<'_> {
+    /// The upstream answered 2xx.
+    pub fn delivered(mut self) {
+        self.shared
+            .with_dedup(|d| d.delivered(self.key, Instant::now()));
+        self.done = true;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.with_dedup(|d| d.release(self.key));
+        }
+    }
+}

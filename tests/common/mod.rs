@@ -1,0 +1,340 @@
+//! Test helpers: a real HTTP upstream on loopback that records what reached it, the real
+//! proxy (`hookwall::run`) on 127.0.0.1:0, a plain client, and Svix-style signing.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hookwall::config::Config;
+use hookwall::secret::Key;
+use hookwall::sign::Signer;
+use hookwall::Control;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// How the upstream answers a request.
+#[derive(Clone)]
+pub enum Reply {
+    Status(u16),
+    /// Wait for the notify, then answer 200. `arrived` is notified on arrival.
+    Hold {
+        arrived: Arc<Notify>,
+        release: Arc<Notify>,
+    },
+    /// Drop the connection without answering.
+    Drop,
+}
+
+type Behaviour = Arc<dyn Fn(&Received, usize) -> Reply + Send + Sync>;
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    log: Arc<Mutex<Vec<Received>>>,
+    behaviour: Behaviour,
+) -> Result<Response<Full<Bytes>>, BoxError> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let got = Received {
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts.headers,
+        body,
+    };
+    let attempt = {
+        let mut log = log.lock().unwrap();
+        log.push(got.clone());
+        log.len() - 1
+    };
+    let status = match behaviour(&got, attempt) {
+        Reply::Status(status) => status,
+        Reply::Hold { arrived, release } => {
+            arrived.notify_one();
+            release.notified().await;
+            200
+        }
+        // An error from the service makes hyper drop the connection.
+        Reply::Drop => return Err(std::io::Error::other("dropped on purpose").into()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(format!("upstream says {status}"))));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    response
+        .headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("x-upstream-private", "not for senders".parse().unwrap());
+    Ok(response)
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1:0 that records every request.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Upstream {
+    pub async fn start(
+        behaviour: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let behaviour: Behaviour = Arc::new(behaviour);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let log = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (log, behaviour) = (log.clone(), behaviour.clone());
+                tokio::spawn(async move {
+                    let service =
+                        service_fn(move |req| answer(req, log.clone(), behaviour.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, received }
+    }
+
+    pub async fn ok() -> Self {
+        Self::start(|_, _| Reply::Status(200)).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// How many times each svix-id arrived.
+    pub fn ids(&self) -> HashMap<String, usize> {
+        let mut ids = HashMap::new();
+        for r in self.received.lock().unwrap().iter() {
+            let id = r
+                .headers
+                .get("svix-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            *ids.entry(id).or_default() += 1;
+        }
+        ids
+    }
+}
+
+/// The proxy, running in this process on 127.0.0.1:0.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    control: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+    pub file: std::path::PathBuf,
+}
+
+impl Proxy {
+    /// Starts with `toml` as the config file (listen/admin addresses are ignored: the test
+    /// binds its own sockets).
+    pub async fn start(toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookwall.toml");
+        std::fs::write(&file, toml).unwrap();
+        let config = Config::load_with_env(&file, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (control, requests) = mpsc::channel(4);
+        let task = tokio::spawn(async move {
+            hookwall::run(config, public, admin, requests)
+                .await
+                .unwrap();
+        });
+        Proxy {
+            addr,
+            admin: admin_addr,
+            control,
+            task,
+            _dir: dir,
+            file,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn reload(&self) {
+        self.control.send(Control::Reload).await.unwrap();
+    }
+
+    pub async fn shutdown(self) {
+        self.control.send(Control::Shutdown).await.unwrap();
+        self.task.await.unwrap();
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        let (status, _, body) = get(&format!("http://{}/metrics", self.admin)).await;
+        assert_eq!(status, 200);
+        Metrics::parse(&String::from_utf8_lossy(&body))
+    }
+}
+
+/// A scraped `/metrics`, parsed: series (name with labels, as printed) → value.
+#[derive(Debug)]
+pub struct Metrics(pub HashMap<String, f64>);
+
+impl Metrics {
+    pub fn parse(text: &str) -> Self {
+        let mut series = HashMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (name, value) = line.rsplit_once(' ').expect("a sample line");
+            series.insert(name.to_owned(), value.parse().expect("a number"));
+        }
+        Metrics(series)
+    }
+
+    /// The value of `name{labels}` where labels are given in any order, e.g.
+    /// `get("hookwall_requests_total", &[("route","clerk"),("outcome","forwarded")])`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.iter().find_map(|(series, value)| {
+            let rest = series.strip_prefix(name)?;
+            let inner = if labels.is_empty() {
+                if !rest.is_empty() {
+                    return None;
+                }
+                ""
+            } else {
+                rest.strip_prefix('{')?.strip_suffix('}')?
+            };
+            let mut have: Vec<&str> = if inner.is_empty() {
+                vec![]
+            } else {
+                inner.split(',').collect()
+            };
+            let mut want: Vec<String> =
+                labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            have.sort();
+            want.sort();
+            (have == want).then_some(*value)
+        })
+    }
+
+    pub fn requests(&self, route: &str, outcome: &str) -> f64 {
+        self.get(
+            "hookwall_requests_total",
+            &[("route", route), ("outcome", outcome)],
+        )
+        .unwrap_or_else(|| panic!("no series for {route}/{outcome}"))
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn signer(secret: &str) -> Signer {
+    Signer::try_from(&Key::decode(secret).unwrap()).unwrap()
+}
+
+/// A Svix-style signed request: headers for `id` at `timestamp` over `body`.
+pub fn signed(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> Vec<(String, String)> {
+    vec![
+        ("svix-id".into(), id.into()),
+        ("svix-timestamp".into(), timestamp.to_string()),
+        (
+            "svix-signature".into(),
+            signer(secret).sign(id, timestamp, body),
+        ),
+        ("content-type".into(), "application/json".into()),
+    ]
+}
+
+pub fn event(kind: &str) -> Vec<u8> {
+    format!(r#"{{"type":"{kind}","data":{{"id":"user_1"}},"object":"event"}}"#).into_bytes()
+}
+
+fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// POSTs and returns status, headers and body.
+pub async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> (u16, HeaderMap, Bytes) {
+    send("POST", url, headers, body).await
+}
+
+pub async fn get(url: &str) -> (u16, HeaderMap, Bytes) {
+    send("GET", url, &[], b"").await
+}
+
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, HeaderMap, Bytes) {
+    let mut request = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    let request = request
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap();
+    let response = client().request(request).await.expect("the proxy answers");
+    let (parts, body) = response.into_parts();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+/// Sends a valid signed event to `path` and returns the status and body.
+pub async fn deliver(
+    proxy: &Proxy,
+    path: &str,
+    secret: &str,
+    id: &str,
+    kind: &str,
+) -> (u16, Bytes) {
+    let body = event(kind);
+    let (status, _, reply) = post(&proxy.url(path), &signed(secret, id, now(), &body), &body).await;
+    (status, reply)
+}
