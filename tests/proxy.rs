@@ -687,3 +687,97 @@ async fn standard_webhooks_headers_and_ed25519_signatures() {
     assert_eq!(upstream.count(), 2);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_past_the_cap_get_503_on_accept() {
+    let upstream = Upstream::ok().await;
+    let proxy = Proxy::start(&config(&upstream, "max_connections = 2")).await;
+    // Two keep-alive connections, each proven accepted by a full exchange.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        stream
+            .write_all(b"GET /nowhere HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 512];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 404"));
+        held.push(stream);
+    }
+    let reply = raw(&proxy, b"").await;
+    assert_eq!(reply, "HTTP/1.1 503 Service Unavailable");
+    drop(held);
+    let m = proxy.metrics().await;
+    assert_eq!(m.requests("_unmatched", "overloaded"), 1.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_metric_of_the_contract_is_exported() {
+    let upstream = Upstream::ok().await;
+    let proxy = Proxy::start(&config(&upstream, "")).await;
+    let (status, _) = deliver(&proxy, "/webhooks/clerk", SECRET, "msg_m", "user.created").await;
+    assert_eq!(status, 200);
+    let (_, _, text) = get(&format!("http://{}/metrics", proxy.admin)).await;
+    let text = String::from_utf8_lossy(&text);
+    for (name, kind) in [
+        ("hookwall_requests_total", "counter"),
+        ("hookwall_request_duration_seconds", "histogram"),
+        ("hookwall_upstream_duration_seconds", "histogram"),
+        ("hookwall_upstream_responses_total", "counter"),
+        ("hookwall_events_total", "counter"),
+        ("hookwall_dedup_entries", "gauge"),
+        ("hookwall_dedup_evictions_total", "counter"),
+        ("hookwall_in_flight_requests", "gauge"),
+        ("hookwall_config_reloads_total", "counter"),
+        ("hookwall_secret_matches_total", "counter"),
+        ("hookwall_clock_skew_seconds", "histogram"),
+        ("hookwall_last_verified_timestamp_seconds", "gauge"),
+        ("hookwall_build_info", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} {kind} missing"
+        );
+    }
+    let m = Metrics::parse(&text);
+    assert_eq!(
+        m.get(
+            "hookwall_request_duration_seconds_bucket",
+            &[("route", "clerk"), ("le", "10")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get(
+            "hookwall_clock_skew_seconds_bucket",
+            &[("route", "clerk"), ("le", "-300")]
+        ),
+        Some(0.0)
+    );
+    for outcome in [
+        "overloaded",
+        "headers_too_large",
+        "not_found",
+        "body_timeout",
+        "in_flight",
+    ] {
+        for route in ["clerk", "billing", "_unmatched"] {
+            assert!(m
+                .get(
+                    "hookwall_requests_total",
+                    &[("route", route), ("outcome", outcome)]
+                )
+                .is_some());
+        }
+    }
+    let (status, _, _) = get(&format!("http://{}/healthz", proxy.admin)).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = get(&format!("http://{}/readyz", proxy.admin)).await;
+    assert_eq!(status, 200);
+    // The admin routes are not on the public listener.
+    let (status, _, _) = get(&proxy.url("/metrics")).await;
+    assert_eq!(status, 404);
+    proxy.shutdown().await;
+}

@@ -45,7 +45,7 @@ pub enum Reply {
 }
 
 type Behaviour = Arc<dyn Fn(&Received, usize) -> Reply + Send + Sync>;
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 async fn answer(
     req: Request<hyper::body::Incoming>,
@@ -310,20 +310,38 @@ pub async fn send(
     headers: &[(String, String)],
     body: &[u8],
 ) -> (u16, HeaderMap, Bytes) {
+    try_send(method, url, headers, body)
+        .await
+        .expect("the proxy answers")
+}
+
+/// POSTs; an error if no complete response came back.
+pub async fn try_post(
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<(u16, HeaderMap, Bytes), BoxError> {
+    try_send("POST", url, headers, body).await
+}
+
+pub async fn try_send(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<(u16, HeaderMap, Bytes), BoxError> {
     let mut request = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         request = request.header(k, v);
     }
-    let request = request
-        .body(Full::new(Bytes::copy_from_slice(body)))
-        .unwrap();
-    let response = client().request(request).await.expect("the proxy answers");
+    let request = request.body(Full::new(Bytes::copy_from_slice(body)))?;
+    let response = client().request(request).await?;
     let (parts, body) = response.into_parts();
-    (
+    Ok((
         parts.status.as_u16(),
         parts.headers,
-        body.collect().await.unwrap().to_bytes(),
-    )
+        body.collect().await?.to_bytes(),
+    ))
 }
 
 /// Sends a valid signed event to `path` and returns the status and body.
