@@ -1,20 +1,48 @@
 #!/usr/bin/env bash
 # Installs what the tests need, then runs the whole test suite.
 # Usage: scripts/test.sh [extra cargo nextest arguments]
+#
+# Needs: python3 + pip (svix, FastAPI), node + npm (the Express example), promtool
+# (Debian's `prometheus` package), cargo-nextest. Missing ones are installed; a test whose
+# tool is still missing fails, it never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq python3 python3-pip >/dev/null
+apt_install() {
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  else
+    echo "scripts/test.sh: please install: $*" >&2
+    exit 1
+  fi
+}
+
+missing=()
+command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v kill >/dev/null || missing+=(procps)
+if ((${#missing[@]})); then
+  echo "== installing ${missing[*]}"
+  apt_install "${missing[@]}"
 fi
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  -r tests/support/requirements.txt 2>/dev/null ||
+
+echo "== python packages (tests/support/requirements.txt)"
+(cd tests/support && python3 -m pip install --quiet --disable-pip-version-check \
+  --root-user-action=ignore -r requirements.txt 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
-    -r tests/support/requirements.txt
+    -r requirements.txt)
+
+echo "== npm packages (examples/backends/express)"
+npm ci --silent --no-audit --no-fund --prefix examples/backends/express
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
-cargo nextest run --no-fail-fast "$@"
-# The benchmark harness, a few iterations, so it cannot rot (timings are not checked).
+
+echo "== benchmark harness, a few iterations so it cannot rot (timings are not checked)"
 cargo test --quiet --bench verify
+
+echo "== cargo nextest run"
+cargo nextest run --no-fail-fast "$@"

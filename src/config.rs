@@ -346,17 +346,24 @@ impl Config {
     /// `load`, with the `HOOKWALL_` variables given (so tests need not touch the process
     /// environment). Secrets named `env:` still come from the process environment.
     pub fn load_with_env(file: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        // figment's Toml::file gives an empty config for a missing file: read it ourselves.
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError {
+            file: file.to_owned(),
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("cannot read the config file: {err}"),
+            }],
+        })?;
+        Self::parse(&text, file, env)
+    }
+
+    /// Checks config `text` as if read from `file` (which names it in errors and is where
+    /// relative paths start). The demo's built-in config comes this way.
+    pub fn parse(text: &str, file: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let fail = |problems: Vec<Problem>| ConfigError {
             file: file.to_owned(),
             problems,
         };
-        // figment's Toml::file gives an empty config for a missing file: read it ourselves.
-        let text = std::fs::read_to_string(file).map_err(|err| {
-            fail(vec![Problem {
-                key: String::new(),
-                message: format!("cannot read the config file: {err}"),
-            }])
-        })?;
         let mut problems = Problems::default();
 
         let mut overrides = Vec::new();
@@ -380,7 +387,7 @@ impl Config {
         }
 
         let figment = Figment::new()
-            .merge(Toml::string(&text))
+            .merge(Toml::string(text))
             .merge(EnvOverrides(overrides));
 
         // Each section is read on its own, and unknown keys are collected rather than

@@ -28,6 +28,8 @@ enum Command {
     Check(ConfigArg),
     /// Sign a body the way Svix does and POST it
     Send(SendArgs),
+    /// Show the whole job on loopback: valid, forged, stale, duplicate and filtered events
+    Demo,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
     match command {
         Command::Check(arg) => cli::check::run(&arg.file()),
         Command::Send(args) => runtime.block_on(cli::send::run(args)),
+        Command::Demo => runtime.block_on(cli::demo::run()),
         Command::Run(arg) => runtime.block_on(run(&arg.file())),
     }
 }

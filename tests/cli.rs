@@ -256,3 +256,29 @@ upstream = "http://127.0.0.1:3000/"
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("/nonexistent/hookwall.toml: cannot read"));
 }
+
+#[test]
+fn the_demo_shows_every_case_behaving() {
+    let out = hookwall(&["demo"], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for row in [
+        "valid event",
+        "same id again",
+        "forged signature",
+        "stale timestamp",
+        "filtered type",
+        "upstream fails",
+        "its retry",
+        "Standard Webhooks",
+        "v1a",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(row) && l.ends_with("yes")),
+            "{row}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("hookwall_requests_total{outcome=\"duplicate\",route=\"clerk\"} 1"));
+}

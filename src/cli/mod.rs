@@ -1,6 +1,7 @@
 //! The subcommands besides `run`: `check`, `send` and `demo`.
 
 pub mod check;
+pub mod demo;
 pub mod send;
 
 use std::process::ExitCode;

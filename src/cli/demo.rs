@@ -1,0 +1,403 @@
+//! `hookwall demo`: the whole job on loopback in one process. An echo backend, the proxy
+//! with a built-in config (two routes, secret rotation, a drop rule, an upstream that fails
+//! once) and a sender that signs like Svix; it prints what happened to each case and the
+//! metrics that moved, and exits 2 if any case did not behave as the contract says.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use super::send::{clerk_event, new_id, signed_headers, unix_now, HeaderFamily};
+use super::{code, exit};
+use crate::config::Config;
+use crate::secret::{Key, BASE64};
+use crate::sign::Signer;
+use crate::Control;
+
+// Demo keys: made up for this demo, never used anywhere else.
+const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const NEW_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const BILLING_SECRET: &str = "whsec_dGhpcyBpcyB0aGUgZGVtbydzIGJpbGxpbmc=";
+const FORGED_SECRET: &str = "whsec_Zm9yZ2VkIGJ5IHNvbWVib2R5IGVsc2UhIQ==";
+const ED25519_SEED: [u8; 32] = [42; 32];
+
+/// What the echo backend saw: one (path, svix-id) per request.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A backend that answers 200 to everything, except that `/billing` fails each id's
+/// first attempt with 503 (so the retry shows that a failed delivery is not lost).
+async fn echo_backend() -> std::io::Result<(SocketAddr, Seen)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let seen: Seen = Arc::default();
+    let failed_once: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (log, failed_once) = (log.clone(), failed_once.clone());
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let (log, failed_once) = (log.clone(), failed_once.clone());
+                async move {
+                    let path = request.uri().path().to_owned();
+                    let id = header(request.headers(), "svix-id")
+                        .or_else(|| header(request.headers(), "webhook-id"))
+                        .unwrap_or_default();
+                    let _ = request.into_body().collect().await;
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((path.clone(), id.clone()));
+                    let first_try = failed_once
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id);
+                    let status = if path == "/billing" && first_try {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    };
+                    let mut response =
+                        Response::new(Full::new(Bytes::from_static(b"{\"received\":true}")));
+                    *response.status_mut() = status;
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, seen))
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn demo_config(backend: SocketAddr, public_key: &str) -> String {
+    format!(
+        r#"
+[listen]
+addr = "127.0.0.1:0"
+[admin]
+addr = "127.0.0.1:0"
+
+[[routes]]
+name = "clerk"
+path = "/webhooks/clerk"
+# Rotation: the new secret, the old one still accepted, and an ed25519 public key.
+secrets = ["{NEW_SECRET}", "{OLD_SECRET}", "{public_key}"]
+upstream = "http://{backend}/clerk"
+
+[[routes]]
+name = "billing"
+path = "/webhooks/billing"
+secrets = ["{BILLING_SECRET}"]
+  [[routes.rules]]
+  events = ["invoice.*"]
+  upstream = "http://{backend}/billing"
+  [[routes.rules]]
+  events = ["session.*"]
+  action = "drop"
+"#
+    )
+}
+
+/// One thing the sender does, and what the contract says must come of it.
+struct Case {
+    name: &'static str,
+    path: &'static str,
+    signer: Signer,
+    family: HeaderFamily,
+    event: &'static str,
+    /// `None`: a new id; `Some(i)`: the id of case `i` again.
+    reuse_id_of: Option<usize>,
+    timestamp_offset: i64,
+    expect_status: u16,
+    expect_outcome: &'static str,
+    expect_reached: bool,
+}
+
+fn signer(secret: &str) -> Signer {
+    let key = Key::decode(secret).expect("demo secrets decode");
+    Signer::try_from(&key).expect("demo secrets sign")
+}
+
+fn cases(ed25519: &Signer) -> Vec<Case> {
+    let case = |name, path, signer: Signer, event, status, outcome, reached| Case {
+        name,
+        path,
+        signer,
+        family: HeaderFamily::Svix,
+        event,
+        reuse_id_of: None,
+        timestamp_offset: 0,
+        expect_status: status,
+        expect_outcome: outcome,
+        expect_reached: reached,
+    };
+    let clerk = "/webhooks/clerk";
+    let billing = "/webhooks/billing";
+    vec![
+        case(
+            "valid event",
+            clerk,
+            signer(NEW_SECRET),
+            "user.created",
+            200,
+            "forwarded",
+            true,
+        ),
+        Case {
+            reuse_id_of: Some(0),
+            ..case(
+                "same id again (retry)",
+                clerk,
+                signer(NEW_SECRET),
+                "user.created",
+                200,
+                "duplicate",
+                false,
+            )
+        },
+        case(
+            "forged signature",
+            clerk,
+            signer(FORGED_SECRET),
+            "user.created",
+            401,
+            "invalid_signature",
+            false,
+        ),
+        Case {
+            timestamp_offset: -600,
+            ..case(
+                "stale timestamp (10 min)",
+                clerk,
+                signer(NEW_SECRET),
+                "user.created",
+                401,
+                "timestamp_too_old",
+                false,
+            )
+        },
+        case(
+            "old secret, still in rotation",
+            clerk,
+            signer(OLD_SECRET),
+            "user.updated",
+            200,
+            "forwarded",
+            true,
+        ),
+        case(
+            "filtered type (drop rule)",
+            billing,
+            signer(BILLING_SECRET),
+            "session.ended",
+            200,
+            "filtered",
+            false,
+        ),
+        case(
+            "filtered type (no rule)",
+            billing,
+            signer(BILLING_SECRET),
+            "user.created",
+            200,
+            "filtered",
+            false,
+        ),
+        case(
+            "upstream fails (503)",
+            billing,
+            signer(BILLING_SECRET),
+            "invoice.paid",
+            503,
+            "upstream_rejected",
+            true,
+        ),
+        Case {
+            reuse_id_of: Some(7),
+            ..case(
+                "its retry",
+                billing,
+                signer(BILLING_SECRET),
+                "invoice.paid",
+                200,
+                "forwarded",
+                true,
+            )
+        },
+        Case {
+            family: HeaderFamily::Webhook,
+            ..case(
+                "Standard Webhooks headers",
+                clerk,
+                signer(NEW_SECRET),
+                "user.deleted",
+                200,
+                "forwarded",
+                true,
+            )
+        },
+        case(
+            "v1a (ed25519) signature",
+            clerk,
+            ed25519.clone(),
+            "organizationMembership.created",
+            200,
+            "forwarded",
+            true,
+        ),
+    ]
+}
+
+/// The outcome label a reply stands for: hookwall's own JSON, or the upstream's answer.
+fn outcome_of(status: StatusCode, body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let own = parsed
+        .as_ref()
+        .and_then(|v| v.get("outcome").or_else(|| v.get("error")));
+    match own.and_then(|v| v.as_str()) {
+        Some(label) => label.to_owned(),
+        None if status.is_success() => "forwarded".into(),
+        None => "upstream_rejected".into(),
+    }
+}
+
+pub async fn run() -> ExitCode {
+    match demo().await {
+        Ok(true) => code(exit::OK),
+        Ok(false) => code(exit::RUNTIME),
+        Err(err) => {
+            eprintln!("hookwall demo: {err}");
+            code(exit::RUNTIME)
+        }
+    }
+}
+
+async fn demo() -> Result<bool, Box<dyn std::error::Error>> {
+    let started = std::time::Instant::now();
+    let (backend, seen) = echo_backend().await?;
+    let ed25519 = ed25519_dalek::SigningKey::from_bytes(&ED25519_SEED);
+    let public_key = format!("whpk_{}", BASE64.encode(ed25519.verifying_key().as_bytes()));
+    let ed25519 = signer(&format!(
+        "whsk_{}",
+        BASE64.encode(ed25519.to_keypair_bytes())
+    ));
+
+    let config = Config::parse(
+        &demo_config(backend, &public_key),
+        Path::new("(built-in demo config)"),
+        &[],
+    )?;
+    let public = TcpListener::bind("127.0.0.1:0").await?;
+    let admin = TcpListener::bind("127.0.0.1:0").await?;
+    let (proxy, admin_addr) = (public.local_addr()?, admin.local_addr()?);
+    let (control, requests) = tokio::sync::mpsc::channel(1);
+    let running = tokio::spawn(crate::run(config, public, admin, requests));
+
+    println!("hookwall demo: backend {backend}, proxy {proxy}, admin {admin_addr}\n");
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let cases = cases(&ed25519);
+    let mut ids: Vec<String> = Vec::new();
+    let mut all_ok = true;
+    println!(
+        "{:<32} {:>6}  {:<20} {:<8} as expected",
+        "case", "status", "outcome", "backend"
+    );
+    for case in &cases {
+        let id = match case.reuse_id_of {
+            Some(i) => ids[i].clone(),
+            None => new_id(),
+        };
+        ids.push(id.clone());
+        let body = clerk_event(case.event);
+        let timestamp = unix_now().saturating_add_signed(case.timestamp_offset);
+        let before = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let mut request = Request::post(format!("http://{proxy}{}", case.path))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.clone())))?;
+        request.headers_mut().extend(signed_headers(
+            &case.signer,
+            case.family,
+            &id,
+            timestamp,
+            &body,
+        ));
+        let response = client.request(request).await?;
+        let status = response.status();
+        let reply = response.into_body().collect().await?.to_bytes();
+        let reached = seen.lock().unwrap_or_else(|e| e.into_inner()).len() > before;
+        let outcome = outcome_of(status, &reply);
+        let ok = status.as_u16() == case.expect_status
+            && outcome == case.expect_outcome
+            && reached == case.expect_reached;
+        all_ok &= ok;
+        println!(
+            "{:<32} {:>6}  {:<20} {:<8} {}",
+            case.name,
+            status.as_u16(),
+            outcome,
+            if reached { "yes" } else { "no" },
+            if ok {
+                "yes".to_owned()
+            } else {
+                format!(
+                    "NO: expected {} {} backend={}",
+                    case.expect_status, case.expect_outcome, case.expect_reached
+                )
+            }
+        );
+    }
+
+    let metrics = client
+        .request(Request::get(format!("http://{admin_addr}/metrics")).body(Full::default())?)
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
+    println!("\nmetrics that moved (from http://{admin_addr}/metrics):");
+    for line in String::from_utf8_lossy(&metrics).lines() {
+        let moved = !line.starts_with('#')
+            && !line.contains("_bucket")
+            && !line.contains("_sum")
+            && !line.ends_with(" 0")
+            && !line.starts_with("hookwall_build_info")
+            && !line.starts_with("hookwall_last_verified");
+        if moved {
+            println!("  {line}");
+        }
+    }
+
+    let _ = control.send(Control::Shutdown).await;
+    running.await??;
+    println!(
+        "\n{} in {:.2?}",
+        if all_ok {
+            "every case behaved as the contract says"
+        } else {
+            "SOME CASES MISBEHAVED"
+        },
+        started.elapsed()
+    );
+    Ok(all_ok)
+}
