@@ -99,7 +99,33 @@ impl Upstream {
     pub async fn start(
         behaviour: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
     ) -> Self {
-        let behaviour: Behaviour = Arc::new(behaviour);
+        Self::serve(None, Arc::new(behaviour)).await
+    }
+
+    /// An https upstream with the given certificate chain and key (PEM).
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::serve(
+            Some(acceptor),
+            Arc::new(|_: &Received, _| Reply::Status(200)),
+        )
+        .await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>, behaviour: Behaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -109,13 +135,20 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (log, behaviour) = (log.clone(), behaviour.clone());
+                let (log, behaviour, tls) = (log.clone(), behaviour.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service =
                         service_fn(move |req| answer(req, log.clone(), behaviour.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            http.serve_connection(TokioIo::new(stream), service).await
+                        }
+                    };
                 });
             }
         });

@@ -1,0 +1,333 @@
+//! A broken upstream, scripted byte by byte over raw TCP: reset mid-response, hanging,
+//! answering slowly, answering with a huge body, closing keep-alive connections behind the
+//! pool's back, going away and coming back. hookwall never answers 2xx unless the upstream
+//! did, always releases the id on failure, and its pool recovers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Reads one HTTP/1.1 request (head and Content-Length body); returns its svix-id.
+async fn read_request(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}: "))
+                .map(|v| v.trim().to_owned())
+        })
+    };
+    let length: usize = header("content-length")?.parse().ok()?;
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    header("svix-id")
+}
+
+/// A raw upstream: `script` gets each connection after its first request was read.
+async fn raw_upstream<F, Fut>(script: F) -> SocketAddr
+where
+    F: Fn(TcpStream, String) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                if let Some(id) = read_request(&mut stream).await {
+                    script(stream, id).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn route(addr: SocketAddr, timeout: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"http://{addr}/\"\nupstream_timeout = \"{timeout}\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_reset_after_a_2xx_status_line_is_a_502_and_releases_the_id() {
+    let attempts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let seen = attempts.clone();
+    let addr = raw_upstream(move |mut stream, id| {
+        let seen = seen.clone();
+        async move {
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                let n = seen.entry(id).or_default();
+                *n += 1;
+                *n == 1
+            };
+            if first {
+                // 200 and half a body, then the connection dies.
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
+                    .await;
+                drop(stream);
+            } else {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&route(addr, "2s")).await;
+    let (status, reply) = deliver(&proxy, "/hook", SECRET, "msg_reset", "user.created").await;
+    assert_eq!(
+        (status, reply.as_ref()),
+        (502, br#"{"error":"upstream_unavailable"}"#.as_ref())
+    );
+    let (status, reply) = deliver(&proxy, "/hook", SECRET, "msg_reset", "user.created").await;
+    assert_eq!(
+        (status, reply.as_ref()),
+        (200, b"ok".as_ref()),
+        "the retry is delivered"
+    );
+    assert_eq!(attempts.lock().unwrap()["msg_reset"], 2);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_byte_by_byte_answer_slower_than_the_timeout_is_a_504() {
+    let addr = raw_upstream(|mut stream, _| async move {
+        for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" {
+            if stream.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&route(addr, "300ms")).await;
+    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_slow", "user.created").await;
+    assert_eq!(status, 504);
+    let m = proxy.metrics().await;
+    assert_eq!(
+        m.get("hookwall_dedup_entries", &[]),
+        Some(0.0),
+        "the id was released"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_huge_upstream_body_is_cut_at_64_kib_with_a_correct_length() {
+    let addr = raw_upstream(|mut stream, _| async move {
+        let size = 8 * 1024 * 1024;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {size}\r\n\r\n"
+        );
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'z'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if stream.write_all(&chunk).await.is_err() {
+                return; // hookwall stopped reading: expected
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&route(addr, "5s")).await;
+    let body = event("user.created");
+    let (status, headers, reply) = post(
+        &proxy.url("/hook"),
+        &signed(SECRET, "msg_big", now(), &body),
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply.len(), 64 * 1024);
+    assert_eq!(headers["content-length"], (64 * 1024).to_string());
+    assert_eq!(headers["content-type"], "text/plain");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_alive_connections_closed_behind_the_pools_back_lose_nothing() {
+    // Answers one request per connection, claiming keep-alive, then closes it.
+    let delivered: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = delivered.clone();
+    let addr = raw_upstream(move |mut stream, id| {
+        let log = log.clone();
+        async move {
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+                )
+                .await;
+            log.lock().unwrap().push(id);
+            let _ = stream.shutdown().await;
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&route(addr, "2s")).await;
+    // Like Svix: retry each event until it is acknowledged.
+    for i in 0..30 {
+        let id = format!("msg_{i}");
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (status, _) = deliver(&proxy, "/hook", SECRET, &id, "user.created").await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 502, "only a connection failure may interrupt");
+            assert!(tries < 5, "{id} never got through");
+        }
+    }
+    let delivered = delivered.lock().unwrap().clone();
+    for i in 0..30 {
+        assert_eq!(
+            delivered
+                .iter()
+                .filter(|id| **id == format!("msg_{i}"))
+                .count(),
+            1
+        );
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_pool_recovers_when_the_upstream_comes_back() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let proxy = Proxy::start(&route(addr, "2s")).await;
+    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_back", "user.created").await;
+    assert_eq!(status, 502);
+
+    // The upstream comes back on the same port.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                while read_request(&mut stream).await.is_some() {
+                    if stream
+                        .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_back", "user.created").await;
+    assert_eq!(status, 204, "the retry is delivered");
+    let (status, reply) = deliver(&proxy, "/hook", SECRET, "msg_back", "user.created").await;
+    assert_eq!(
+        (status, reply.as_ref()),
+        (200, br#"{"outcome":"duplicate"}"#.as_ref())
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_event_is_lost_when_the_upstream_fails_a_random_fraction() {
+    // The upstream answers 503 to about a third of attempts (a fixed pseudo-random
+    // sequence), and records what it answered to whom, in order.
+    let answers: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+    let log = answers.clone();
+    let upstream = Upstream::start(move |got, attempt| {
+        let id = got.headers["svix-id"].to_str().unwrap().to_owned();
+        let roll = (attempt as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61; // 0..8
+        let status = if roll < 3 { 503 } else { 200 };
+        log.lock().unwrap().push((id, status));
+        Reply::Status(status)
+    })
+    .await;
+    let proxy = Arc::new(
+        Proxy::start(&format!(
+        "[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"{}\"\n",
+        upstream.url("/")
+    ))
+        .await,
+    );
+
+    let events = 2000;
+    let senders = 32;
+    let tasks: Vec<_> = (0..senders)
+        .map(|s| {
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for i in (s..events).step_by(senders) {
+                    let id = format!("msg_{i}");
+                    // Svix retries anything that is not 2xx.
+                    loop {
+                        let (status, _) =
+                            deliver(&proxy, "/hook", SECRET, &id, "user.created").await;
+                        statuses.push(status);
+                        if (200..300).contains(&status) {
+                            break;
+                        }
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.extend(task.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| [200, 503].contains(s)),
+        "only 200 or the upstream's 503"
+    );
+
+    let answers = answers.lock().unwrap().clone();
+    let mut delivered: HashMap<&str, usize> = HashMap::new();
+    for (at, (id, status)) in answers.iter().enumerate() {
+        assert!(
+            !delivered.contains_key(id.as_str()),
+            "{id} forwarded again after its 2xx (at {at})"
+        );
+        if *status == 200 {
+            delivered.insert(id, at);
+        }
+    }
+    assert_eq!(
+        delivered.len(),
+        events,
+        "every event reached the upstream with a 2xx"
+    );
+    let failed = answers.iter().filter(|(_, s)| *s == 503).count();
+    assert!(
+        failed > events / 10,
+        "the upstream failed often enough to matter: {failed}"
+    );
+    Arc::try_unwrap(proxy).ok().unwrap().shutdown().await;
+}
