@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod dedup;
 pub mod forward;
+pub mod fuzz;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
@@ -49,7 +50,7 @@ pub async fn run(
     admin: TcpListener,
     mut control: mpsc::Receiver<Control>,
 ) -> Result<(), tls::TlsError> {
-    let shared = Arc::new(Shared::new(config)?);
+    let shared = Arc::new(Shared::new(config, server::worker_count())?);
     let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(public, shared.clone(), async {
@@ -141,7 +142,7 @@ async fn reload(shared: &Shared) {
     }
     logging::set_level(&new.log.level);
 
-    match Live::new(new, &shared.metrics, &shared.default_client) {
+    match Live::new(new, &shared.metrics, &shared.default_clients) {
         Ok(live) => {
             let routes = live.config.routes.len();
             shared.swap(live);

@@ -292,7 +292,7 @@ async fn handle_inner(
     let uri = upstream.with_query(parts.uri.query());
     let started = Instant::now();
     let reply = forward::send(
-        &route.client,
+        route.client(),
         uri,
         headers,
         body,

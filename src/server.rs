@@ -32,10 +32,97 @@ const OVERLOAD_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// accept, instead of spinning.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves `listener` until `shutdown` completes, then drains.
+thread_local! {
+    /// Which worker this thread is (0 outside the workers): picks its upstream clients.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The worker the current thread is, for per-worker state.
+pub fn worker_index() -> usize {
+    WORKER.with(|w| w.get())
+}
+
+/// How many workers: one per CPU the process may use (this honours cgroup CPU quotas,
+/// so a sidecar limited to one CPU runs one worker).
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Serves `listener` with `shared.workers` threads until `shutdown` completes, then
+/// drains. Thread per core: each worker runs its own single-threaded runtime, accepts on
+/// its own handle of the listening socket and forwards through its own connection pool,
+/// so a request never wakes another thread. Only the connection count, dedup, metrics and
+/// the config are shared.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    let graceful = GracefulShutdown::new();
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot hand the listener to the workers");
+            return;
+        }
+    };
     let open = Arc::new(AtomicUsize::new(0));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for index in 0..shared.workers {
+        let handle = match listener.try_clone() {
+            Ok(handle) => handle,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot share the listener with a worker");
+                break;
+            }
+        };
+        let (shared, open, mut stopped) = (shared.clone(), open.clone(), stopped.clone());
+        let worker = std::thread::Builder::new()
+            .name(format!("hookwall-worker-{index}"))
+            .spawn(move || {
+                WORKER.with(|w| w.set(index));
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot start a worker runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match TcpListener::from_std(handle) {
+                        Ok(listener) => {
+                            let stop = async move {
+                                let _ = stopped.wait_for(|stop| *stop).await;
+                            };
+                            accept_loop(listener, shared, open, stop).await;
+                        }
+                        Err(err) => tracing::error!(error = %err, "worker cannot listen"),
+                    }
+                });
+            });
+        match worker {
+            Ok(worker) => workers.push(worker),
+            Err(err) => tracing::error!(error = %err, "cannot start a worker thread"),
+        }
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for worker in workers {
+            let _ = worker.join();
+        }
+    })
+    .await;
+}
+
+/// One worker: accept until `shutdown`, then drain its connections within the grace.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    open: Arc<AtomicUsize>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {

@@ -22,11 +22,20 @@ use crate::tls::TlsError;
 pub struct RouteState {
     pub route: Route,
     pub metrics: RouteMetrics,
-    pub client: HttpClient,
+    /// One client (connection pool) per worker: a pooled connection is driven by the
+    /// worker that uses it.
+    clients: Vec<HttpClient>,
     /// Bounds concurrent forwards (`max_in_flight`).
     pub forwards: Arc<Semaphore>,
     /// `hookwall-route`, built once.
     pub name_header: HeaderValue,
+}
+
+impl RouteState {
+    /// The calling worker's client.
+    pub fn client(&self) -> &HttpClient {
+        &self.clients[crate::server::worker_index() % self.clients.len()]
+    }
 }
 
 /// One loaded config.
@@ -42,17 +51,19 @@ impl Live {
     pub fn new(
         config: Config,
         metrics: &Metrics,
-        default_client: &HttpClient,
+        default_clients: &[HttpClient],
     ) -> Result<Live, TlsError> {
         let mut routes = HashMap::new();
         for route in &config.routes {
-            let client = match &route.ca_file {
-                Some(ca) => crate::client::build(Some(ca))?,
-                None => default_client.clone(),
+            let clients = match &route.ca_file {
+                Some(ca) => (0..default_clients.len())
+                    .map(|_| crate::client::build(Some(ca)))
+                    .collect::<Result<_, _>>()?,
+                None => default_clients.to_vec(),
             };
             let state = RouteState {
                 metrics: metrics.route(&route.name, route.secrets.len()),
-                client,
+                clients,
                 forwards: Arc::new(Semaphore::new(route.max_in_flight)),
                 // Config validation keeps names to visible ASCII.
                 name_header: HeaderValue::from_str(&route.name)
@@ -90,27 +101,33 @@ pub struct Shared {
     live: RwLock<Arc<Live>>,
     /// `/readyz`: true once both listeners are bound, false from the first shutdown signal.
     pub ready: AtomicBool,
-    /// The client for routes without their own CA bundle (one pool for all of them).
-    pub default_client: HttpClient,
+    /// Per worker, the client for routes without their own CA bundle.
+    pub default_clients: Vec<HttpClient>,
+    /// Worker threads serving the public listener.
+    pub workers: usize,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Result<Shared, TlsError> {
+    pub fn new(config: Config, workers: usize) -> Result<Shared, TlsError> {
         let metrics = Metrics::new();
         let unmatched = metrics.route(UNMATCHED, 0);
-        let default_client = crate::client::build(None)?;
+        let workers = workers.max(1);
+        let default_clients = (0..workers)
+            .map(|_| crate::client::build(None))
+            .collect::<Result<Vec<_>, _>>()?;
         let dedup = Dedup::new(
             NonZeroUsize::new(config.dedup.capacity).unwrap_or(NonZeroUsize::MIN),
             config.dedup.ttl,
         );
-        let live = Live::new(config, &metrics, &default_client)?;
+        let live = Live::new(config, &metrics, &default_clients)?;
         Ok(Shared {
             metrics,
             unmatched,
             dedup: Mutex::new(dedup),
             live: RwLock::new(Arc::new(live)),
             ready: AtomicBool::new(false),
-            default_client,
+            default_clients,
+            workers,
         })
     }
 

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Side-by-side load benchmark on loopback: the same signed 2.9 KB Clerk event, the same
+# connection count, straight to an nginx backend ("direct"), through nginx as a plain
+# reverse proxy verifying nothing ("nginx"), and through hookwall (verify + dedup + route
+# + forward), alternating, ROUNDS times. Every request to hookwall has a unique id and a
+# fresh signature; a run fails unless every reply was 2xx and hookwall's `forwarded`
+# counter rose by exactly the number of requests sent.
+#
+#   benches/load/run.sh            # the full run (release build), prints a markdown report
+#   benches/load/run.sh --quick    # a few seconds, debug build: the CI smoke run
+#
+# Env: ROUNDS (3), DURATION (10s), CONNECTIONS (64), PIN=1 to pin the load generator to
+# CPU 1 and the servers to CPU 0 (taskset).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here="$root/benches/load"
+quick=0
+[[ ${1:-} == --quick ]] && quick=1
+rounds=${ROUNDS:-3}
+duration=${DURATION:-10s}
+connections=${CONNECTIONS:-64}
+secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+if ((quick)); then rounds=1; duration=2s; connections=8; fi
+
+command -v nginx >/dev/null || {
+  echo "== installing nginx"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+}
+
+profile=release
+((quick)) && profile=debug
+if [[ $profile == release ]]; then
+  cargo build --quiet --release --locked --bin hookwall --example loadgen
+else
+  cargo build --quiet --locked --bin hookwall --example loadgen
+fi
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+hookwall="$target_dir/$profile/hookwall"
+loadgen="$target_dir/$profile/examples/loadgen"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+read -r backend_port proxy_port hw_port admin_port < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(4)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])')
+
+server_pin=() load_pin=()
+if [[ ${PIN:-0} == 1 ]]; then server_pin=(taskset -c 0); load_pin=(taskset -c 1); fi
+
+start_nginx() { # name conf port backend
+  mkdir -p "$work/$1"
+  sed -e "s|@DIR@|$work/$1|g; s|@PORT@|$3|g; s|@BACKEND@|${4:-}|g" "$here/$2" >"$work/$1/nginx.conf"
+  "${server_pin[@]}" nginx -c "$work/$1/nginx.conf" -p "$work/$1/" &
+  pids+=($!)
+}
+start_nginx backend nginx-backend.conf "$backend_port"
+start_nginx proxy nginx-proxy.conf "$proxy_port" "127.0.0.1:$backend_port"
+proxy_master=$!
+
+cat >"$work/hookwall.toml" <<TOML
+[listen]
+addr = "127.0.0.1:$hw_port"
+[admin]
+addr = "127.0.0.1:$admin_port"
+[log]
+level = "warn"
+[[routes]]
+name = "bench"
+path = "/bench"
+secrets = ["$secret"]
+upstream = "http://127.0.0.1:$backend_port/"
+TOML
+"${server_pin[@]}" "$hookwall" run -c "$work/hookwall.toml" 2>"$work/hookwall.log" &
+hw_pid=$!
+pids+=($hw_pid)
+
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port "$backend_port"; wait_port "$proxy_port"; wait_port "$hw_port"
+
+forwarded() { curl -s "127.0.0.1:$admin_port/metrics" | awk '/^hookwall_requests_total\{outcome="forwarded",route="bench"\}/ {print $2}'; }
+cpu_ticks() { # utime + stime of the given pids, in clock ticks
+  local total=0
+  for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  echo "$total"
+}
+nginx_proxy_pids() { pgrep -P "$proxy_master"; }
+hz=$(getconf CLK_TCK)
+
+results="$work/results.jsonl"
+run() { # label url extra-args...
+  local label=$1 url=$2; shift 2
+  local before_fwd after_fwd before_cpu after_cpu cpu_pids=()
+  case $label in
+    hookwall*) cpu_pids=("$hw_pid") ;;
+    nginx*) mapfile -t cpu_pids < <(nginx_proxy_pids) ;;
+  esac
+  before_fwd=$(forwarded)
+  ((${#cpu_pids[@]})) && before_cpu=$(cpu_ticks "${cpu_pids[@]}")
+  local out
+  out=$("${load_pin[@]}" "$loadgen" --url "$url" --secret "$secret" --connections "$connections" \
+    --duration "$duration" --id-prefix "${label}_${RANDOM}_" "$@") || { echo "FAILED: $label: $out" >&2; exit 1; }
+  local cpu_us=null
+  if ((${#cpu_pids[@]})); then
+    after_cpu=$(cpu_ticks "${cpu_pids[@]}")
+    cpu_us=$(python3 -c "import json; r=json.loads('$out'); print(round(($after_cpu-$before_cpu)/$hz*1e6/max(r['requests'],1), 1))")
+  fi
+  if [[ $label == hookwall* ]]; then
+    after_fwd=$(forwarded)
+    local sent
+    sent=$(python3 -c "import json; print(json.loads('$out')['requests'])")
+    if [[ $((after_fwd - before_fwd)) != "$sent" ]]; then
+      echo "FAILED: hookwall forwarded $((after_fwd - before_fwd)) of $sent requests" >&2
+      exit 1
+    fi
+  fi
+  echo "{\"label\":\"$label\",\"cpu_us_per_request\":$cpu_us,${out:1}" | tee -a "$results"
+}
+
+echo "== saturation: $connections connections, $duration each, $rounds round(s), alternating"
+for _ in $(seq "$rounds"); do
+  run direct "http://127.0.0.1:$backend_port/bench"
+  run nginx "http://127.0.0.1:$proxy_port/bench"
+  run hookwall "http://127.0.0.1:$hw_port/bench"
+done
+
+rate=$(python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(int(statistics.median(r["rps"] for r in rows if r["label"] == "hookwall") / 2))
+PY
+)
+echo "== fixed rate: $rate req/s (half of hookwall's median peak), $duration each"
+run direct-rate "http://127.0.0.1:$backend_port/bench" --rate "$rate"
+run nginx-rate "http://127.0.0.1:$proxy_port/bench" --rate "$rate"
+run hookwall-rate "http://127.0.0.1:$hw_port/bench" --rate "$rate"
+
+rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$hw_pid/status")
+ids=$(curl -s "127.0.0.1:$admin_port/metrics" | awk '/^hookwall_dedup_entries / {print $2}')
+fds=$(ls "/proc/$hw_pid/fd" | wc -l)
+
+python3 - "$results" "$rss_kb" "$ids" "$fds" "$(nproc)" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+rss_kb, ids, fds, cores = sys.argv[2:6]
+def stat(label, key):
+    vals = [r[key] for r in rows if r["label"] == label and r[key] is not None]
+    if not vals: return "–"
+    med = statistics.median(vals)
+    return f"{med:,.0f}" if len(vals) == 1 else f"{med:,.0f} ({min(vals):,.0f}–{max(vals):,.0f})"
+print()
+print("| stack | req/s median (range) | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request |")
+print("| --- | --- | --- | --- | --- | --- |")
+for label in ["direct", "nginx", "hookwall"]:
+    print(f"| {label} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {stat(label,'cpu_us_per_request')} |")
+med = lambda l, k: statistics.median(r[k] for r in rows if r["label"] == l)
+print(f"\nhookwall / nginx throughput: {med('hookwall','rps')/med('nginx','rps'):.2f}x; p99 {med('hookwall','p99_us'):,.0f} µs vs {med('nginx','p99_us'):,.0f} µs")
+print()
+print("| at a fixed rate | req/s | p50 µs | p99 µs | p99.9 µs | p99 added over direct |")
+print("| --- | --- | --- | --- | --- | --- |")
+d = [r for r in rows if r["label"] == "direct-rate"][0]
+for label in ["direct-rate", "nginx-rate", "hookwall-rate"]:
+    r = [r for r in rows if r["label"] == label][0]
+    print(f"| {label[:-5]} | {r['rps']:,.0f} | {r['p50_us']:,} | {r['p99_us']:,} | {r['p999_us']:,} | {r['p99_us']-d['p99_us']:,} µs |")
+print(f"\nhookwall peak RSS {int(rss_kb)/1024:.1f} MB with {int(float(ids)):,} ids remembered; {fds} open fds at the end; {cores} cores")
+PY
