@@ -20,19 +20,24 @@ fn filter_for(level: &str) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new(crate::config::defaults::LOG_LEVEL))
 }
 
-/// Installs the global subscriber (once; later calls do nothing). Logs go to stderr.
-pub fn init(log: &LogConfig) {
+/// Installs the global subscriber (once; later calls do nothing). Logs go to stderr
+/// through a writer thread, so a request never waits on a write(2); if stderr cannot keep
+/// up, lines are dropped rather than requests stalled. Keep the guard until exit: dropping
+/// it flushes what is queued.
+pub fn init(log: &LogConfig) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let (filter, handle) = reload::Layer::new(filter_for(&log.level));
     if FILTER.set(handle).is_err() {
-        return;
+        return None;
     }
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let registry = tracing_subscriber::registry().with(filter);
     let result = match log.format {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
+                    .with_ansi(ansi)
+                    .with_writer(writer),
             )
             .try_init(),
         LogFormat::Json => registry
@@ -40,11 +45,11 @@ pub fn init(log: &LogConfig) {
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .try_init(),
     };
-    let _ = result;
+    result.ok().map(|()| guard)
 }
 
 /// Applies a reloaded `log.level` (unless `HOOKWALL_LOG` decides).

@@ -88,7 +88,8 @@ async fn run(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    hookwall::logging::init(&config.log);
+    // Held until the end of `run`: dropping it flushes the last log lines.
+    let _log_guard = hookwall::logging::init(&config.log);
     let public = match TcpListener::bind(config.listen.addr).await {
         Ok(listener) => listener,
         Err(err) => {

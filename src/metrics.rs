@@ -2,8 +2,8 @@
 //! registered at startup. Per-route handles are resolved once per config load
 //! (`RouteMetrics`), so the request path does no label hashing except for event types.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -131,8 +131,17 @@ pub struct Metrics {
     secret_matches: IntCounterVec,
     clock_skew: HistogramVec,
     last_verified: GaugeVec,
-    /// Event types counted so far per route, to bound the label set.
-    event_types: Mutex<HashMap<String, HashSet<String>>>,
+    /// Per route, the event-type counters made so far (bounded), kept across reloads.
+    event_types: Mutex<HashMap<String, Arc<EventCounters>>>,
+}
+
+/// One route's `hookwall_events_total` series, by event type, at most
+/// `MAX_EVENT_TYPES_PER_ROUTE` of them (then `_other`). Read-locked on the common path.
+pub struct EventCounters {
+    known: RwLock<HashMap<String, IntCounter>>,
+    none: IntCounter,
+    invalid: IntCounter,
+    other: IntCounter,
 }
 
 /// The series of one route, resolved once.
@@ -146,6 +155,7 @@ pub struct RouteMetrics {
     pub clock_skew: Histogram,
     pub last_verified: Gauge,
     secret_matches: Vec<IntCounter>,
+    events: Arc<EventCounters>,
 }
 
 impl RouteMetrics {
@@ -338,6 +348,20 @@ impl Metrics {
         }
     }
 
+    fn event_counters(&self, route: &str) -> Arc<EventCounters> {
+        let mut all = self.event_types.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(route.to_owned())
+            .or_insert_with(|| {
+                Arc::new(EventCounters {
+                    known: RwLock::new(HashMap::new()),
+                    none: self.events.with_label_values(&[route, "_none"]),
+                    invalid: self.events.with_label_values(&[route, "_invalid"]),
+                    other: self.events.with_label_values(&[route, "_other"]),
+                })
+            })
+            .clone()
+    }
+
     /// Resolves (and so creates at 0) every series of one route.
     pub fn route(&self, name: &str, secrets: usize) -> RouteMetrics {
         RouteMetrics {
@@ -352,6 +376,7 @@ impl Metrics {
                 .map(|class| self.upstream_responses.with_label_values(&[name, class])),
             clock_skew: self.clock_skew.with_label_values(&[name]),
             last_verified: self.last_verified.with_label_values(&[name]),
+            events: self.event_counters(name),
             secret_matches: (0..secrets)
                 .map(|i| {
                     self.secret_matches
@@ -363,23 +388,28 @@ impl Metrics {
 
     /// Counts a verified request's event type, bounding the label set per route.
     pub fn event(&self, route: &RouteMetrics, event_type: &EventType<'_>) {
-        let label = match event_type {
-            EventType::None => "_none",
-            EventType::Invalid => "_invalid",
-            EventType::Valid(name) => {
-                let mut seen = self.event_types.lock().unwrap_or_else(|e| e.into_inner());
-                let types = seen.entry(route.route.clone()).or_default();
-                if types.contains(name.as_ref()) {
-                    name.as_ref()
-                } else if types.len() < MAX_EVENT_TYPES_PER_ROUTE {
-                    types.insert(name.to_string());
-                    name.as_ref()
-                } else {
-                    "_other"
-                }
-            }
+        let counters = &route.events;
+        let name = match event_type {
+            EventType::None => return counters.none.inc(),
+            EventType::Invalid => return counters.invalid.inc(),
+            EventType::Valid(name) => name.as_ref(),
         };
-        self.events.with_label_values(&[&route.route, label]).inc();
+        if let Some(counter) = counters
+            .known
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return counter.inc();
+        }
+        let mut known = counters.known.write().unwrap_or_else(|e| e.into_inner());
+        if !known.contains_key(name) && known.len() >= MAX_EVENT_TYPES_PER_ROUTE {
+            return counters.other.inc();
+        }
+        known
+            .entry(name.to_owned())
+            .or_insert_with(|| self.events.with_label_values(&[&route.route, name]))
+            .inc();
     }
 
     pub fn evictions(&self, evictions: crate::dedup::Evictions) {

@@ -193,8 +193,12 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     let config = write_config(dir.path(), &upstream, "");
     let mut hw = Running::start(&config).await;
-    let (status, _, _) = get(&format!("http://{}/readyz", hw.admin)).await;
-    assert_eq!(status, 200);
+    // Ready once both listeners are bound and the workers run (probes poll, so do we).
+    let admin = hw.admin;
+    until("readyz to turn 200", async || {
+        get(&format!("http://{admin}/readyz")).await.0 == 200
+    })
+    .await;
 
     let url = hw.url("/hook");
     let in_flight = tokio::spawn(async move {
@@ -205,7 +209,6 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     });
     arrived.notified().await;
     hw.signal("TERM");
-    let admin = hw.admin;
     until("readyz to turn 503", async || {
         get(&format!("http://{admin}/readyz")).await.0 == 503
     })
