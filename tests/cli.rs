@@ -1,12 +1,14 @@
 //! The `check` and `send` commands, run as a user runs them: the real binary.
 //! `send` is checked against a receiver that verifies with the official svix library.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Output};
+
+use common::Helper;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookwall");
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+use common::{OTHER_SECRET, SECRET};
 
 fn hookwall(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
@@ -23,7 +25,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// The official svix library, behind a tiny Python HTTP server.
 struct SvixReceiver {
-    child: Child,
+    _process: Helper,
     url: String,
 }
 
@@ -33,34 +35,17 @@ impl SvixReceiver {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/support/svix_receiver.py"
         );
-        let mut child = Command::new("python3")
-            .arg(script)
-            .env("SVIX_SECRET", secret)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs (scripts/test.sh installs it and the svix package)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .strip_prefix("PORT ")
-            .unwrap_or_else(|| {
-                panic!("the svix receiver did not start (is `svix` installed?): {line:?}")
-            })
-            .trim()
-            .to_owned();
+        let process = Helper::start(
+            Command::new("python3")
+                .arg(script)
+                .env("SVIX_SECRET", secret),
+            "the svix receiver (python3 with the svix package)",
+        );
+        let url = format!("http://127.0.0.1:{}/webhook", process.port);
         SvixReceiver {
-            child,
-            url: format!("http://127.0.0.1:{port}/webhook"),
+            _process: process,
+            url,
         }
-    }
-}
-
-impl Drop for SvixReceiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

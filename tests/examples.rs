@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
 use hookwall::config::Config;
@@ -312,42 +312,12 @@ fn the_dockerfile_names_what_exists() {
     assert!(ignore.lines().any(|l| l == "target/"));
 }
 
-/// A backend process that prints `PORT <n>` once it listens.
-struct Backend(Child, u16);
-
-impl Backend {
-    fn start(command: &mut Command) -> Backend {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the backend starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .strip_prefix("PORT ")
-            .unwrap_or_else(|| panic!("backend did not start: {line:?}"))
-            .trim()
-            .parse()
-            .unwrap();
-        Backend(child, port)
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Clerk-shaped events, sent through hookwall with the example config.
-async fn drive_backend(backend: &Backend) {
+async fn drive_backend(backend: &Helper) {
     let toml =
         std::fs::read_to_string(Path::new(ROOT).join("examples/backends/clerk-hookwall.toml"))
             .unwrap()
-            .replace("127.0.0.1:3000", &format!("127.0.0.1:{}", backend.1))
+            .replace("127.0.0.1:3000", &format!("127.0.0.1:{}", backend.port))
             .replace("env:CLERK_WEBHOOK_SIGNING_SECRET", SECRET);
     let proxy = Proxy::start(&toml).await;
     let user = |kind: &str, name: &str| {
@@ -378,7 +348,7 @@ async fn drive_backend(backend: &Backend) {
         .await;
         assert_eq!(status, 200, "{id}: {}", String::from_utf8_lossy(&reply));
     }
-    let (_, _, state) = get(&format!("http://127.0.0.1:{}/state", backend.1)).await;
+    let (_, _, state) = get(&format!("http://127.0.0.1:{}/state", backend.port)).await;
     let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
     assert_eq!(
         state["users"]["user_29w83sxmDNGwOuEthce5gg56FcC"]["first_name"],
@@ -398,7 +368,7 @@ async fn drive_backend(backend: &Backend) {
     )
     .await;
     assert_eq!(status, 200);
-    let (_, _, state) = get(&format!("http://127.0.0.1:{}/state", backend.1)).await;
+    let (_, _, state) = get(&format!("http://127.0.0.1:{}/state", backend.port)).await;
     let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
     assert_eq!(state["users"], serde_json::json!({}));
 
@@ -411,10 +381,11 @@ async fn drive_backend(backend: &Backend) {
 
 #[tokio::test]
 async fn the_fastapi_backend_handles_clerk_events_behind_hookwall() {
-    let backend = Backend::start(
+    let backend = Helper::start(
         Command::new("python3")
             .arg(Path::new(ROOT).join("tests/support/run_fastapi.py"))
             .arg(Path::new(ROOT).join("examples/backends/fastapi")),
+        "the FastAPI example (python3 with fastapi and uvicorn)",
     );
     drive_backend(&backend).await;
 }
@@ -426,10 +397,11 @@ async fn the_express_backend_handles_clerk_events_behind_hookwall() {
         dir.join("node_modules/express").exists(),
         "run `npm ci` in examples/backends/express (scripts/test.sh does)"
     );
-    let backend = Backend::start(
+    let backend = Helper::start(
         Command::new("node")
             .arg(dir.join("server.js"))
             .env("PORT", "0"),
+        "the Express example (node)",
     );
     drive_backend(&backend).await;
 }

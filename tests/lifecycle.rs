@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::sync::Notify;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookwall");
 
@@ -182,13 +181,7 @@ async fn sighup_rereads_secret_files_and_refuses_a_broken_config() {
 
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
-    let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let (a, r) = (arrived.clone(), release.clone());
-    let upstream = Upstream::start(move |_, _| Reply::Hold {
-        arrived: a.clone(),
-        release: r.clone(),
-    })
-    .await;
+    let (upstream, arrived, release) = holding_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     let config = write_config(dir.path(), &upstream, "");
@@ -227,13 +220,7 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 
 #[tokio::test]
 async fn the_shutdown_grace_cuts_off_what_does_not_finish() {
-    let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let (a, r) = (arrived.clone(), release.clone());
-    let upstream = Upstream::start(move |_, _| Reply::Hold {
-        arrived: a.clone(),
-        release: r.clone(),
-    })
-    .await;
+    let (upstream, arrived, release) = holding_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     let config = write_config(

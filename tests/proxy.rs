@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use common::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::Notify;
 
 fn config(upstream: &Upstream, extra_limits: &str) -> String {
     format!(
@@ -478,14 +477,7 @@ async fn a_failed_delivery_is_released_so_the_retry_goes_through() {
 
 #[tokio::test]
 async fn in_flight_duplicates_get_409_and_route_overload_503() {
-    let arrived = Arc::new(Notify::new());
-    let release = Arc::new(Notify::new());
-    let (a, r) = (arrived.clone(), release.clone());
-    let upstream = Upstream::start(move |_, _| Reply::Hold {
-        arrived: a.clone(),
-        release: r.clone(),
-    })
-    .await;
+    let (upstream, arrived, release) = holding_upstream().await;
     let toml = config(&upstream, "").replacen(
         "upstream = \"http://",
         "max_in_flight = 1\nupstream = \"http://",
@@ -556,13 +548,7 @@ async fn unreachable_and_slow_upstreams() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let release = Arc::new(Notify::new());
-    let (arrived, r) = (Arc::new(Notify::new()), release.clone());
-    let slow = Upstream::start(move |_, _| Reply::Hold {
-        arrived: arrived.clone(),
-        release: r.clone(),
-    })
-    .await;
+    let (slow, _arrived, release) = holding_upstream().await;
     let toml = format!(
         r#"
 [[routes]]

@@ -19,40 +19,12 @@ quick=0
 rounds=${ROUNDS:-3}
 duration=${DURATION:-10s}
 connections=${CONNECTIONS:-64}
-secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 if ((quick)); then rounds=1; duration=2s; connections=8; fi
 
-command -v nginx >/dev/null || {
-  echo "== installing nginx"
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
-}
-
-profile=release
-((quick)) && profile=debug
-if [[ $profile == release ]]; then
-  cargo build --quiet --release --locked --bin hookwall --example loadgen
-else
-  cargo build --quiet --locked --bin hookwall --example loadgen
-fi
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-hookwall="$target_dir/$profile/hookwall"
-loadgen="$target_dir/$profile/examples/loadgen"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-read -r backend_port proxy_port hw_port admin_port < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(4)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])')
+# shellcheck source=common.sh
+source "$here/common.sh"
+build "$quick"
+read -r backend_port proxy_port hw_port admin_port < <(free_ports 4)
 
 server_pin=() load_pin=()
 if [[ ${PIN:-0} == 1 ]]; then server_pin=(taskset -c 0); load_pin=(taskset -c 1); fi
@@ -84,7 +56,6 @@ TOML
 hw_pid=$!
 pids+=($hw_pid)
 
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 wait_port "$backend_port"; wait_port "$proxy_port"; wait_port "$hw_port"
 
 forwarded() { curl -s "127.0.0.1:$admin_port/metrics" | awk '/^hookwall_requests_total\{outcome="forwarded",route="bench"\}/ {print $2}'; }

@@ -15,34 +15,10 @@ quick=0
 [[ ${1:-} == --quick ]] && quick=1
 duration=${DURATION:-10m}
 rate=${RATE:-2000}
-secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
-
-command -v nginx >/dev/null || {
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
-}
-profile=release
-((quick)) && profile=debug
-if [[ $profile == release ]]; then
-  cargo build --quiet --release --locked --bin hookwall --example loadgen
-else
-  cargo build --quiet --locked --bin hookwall --example loadgen
-fi
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-read -r backend_port hw_port admin_port < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])')
+# shellcheck source=common.sh
+source "$here/common.sh"
+build "$quick"
+read -r backend_port hw_port admin_port < <(free_ports 3)
 
 mkdir -p "$work/backend"
 sed -e "s|@DIR@|$work/backend|g; s|@PORT@|$backend_port|g" "$here/nginx-soak-backend.conf" >"$work/backend/nginx.conf"
@@ -64,12 +40,11 @@ secrets = ["$secret"]
   events = ["user.*"]
   upstream = "http://127.0.0.1:$backend_port/"
 TOML
-"$target_dir/$profile/hookwall" run -c "$work/hookwall.toml" 2>"$work/hookwall.log" &
+"$hookwall" run -c "$work/hookwall.toml" 2>"$work/hookwall.log" &
 hw_pid=$!
 pids+=($hw_pid)
-for port in "$backend_port" "$hw_port"; do
-  for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
-done
+wait_port "$backend_port"
+wait_port "$hw_port"
 
 sample() {
   local rss fds ids
@@ -81,8 +56,8 @@ sample() {
 (while kill -0 "$hw_pid" 2>/dev/null; do sample; sleep 10; done) &
 pids+=($!)
 
-echo "== soak: $rate req/s for $duration (hookwall $profile build)"
-"$target_dir/$profile/examples/loadgen" --url "http://127.0.0.1:$hw_port/soak" --secret "$secret" \
+echo "== soak: $rate req/s for $duration ($hookwall)"
+"$loadgen" --url "http://127.0.0.1:$hw_port/soak" --secret "$secret" \
   --connections 32 --rate "$rate" --duration "$duration" --mix soak --retry --id-prefix soak_ |
   tee "$work/result.json"
 sample

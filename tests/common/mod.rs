@@ -187,6 +187,52 @@ impl Upstream {
     }
 }
 
+/// An upstream that holds every request until released: `arrived` is notified as each
+/// one comes in, and each waits for a `release` notification before answering 200.
+pub async fn holding_upstream() -> (Upstream, Arc<Notify>, Arc<Notify>) {
+    let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (a, r) = (arrived.clone(), release.clone());
+    let upstream = Upstream::start(move |_, _| Reply::Hold {
+        arrived: a.clone(),
+        release: r.clone(),
+    })
+    .await;
+    (upstream, arrived, release)
+}
+
+/// A helper process (a backend in another language, the svix receiver) that prints
+/// `PORT <n>` once it listens on 127.0.0.1; killed when dropped.
+pub struct Helper {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Helper {
+    pub fn start(command: &mut std::process::Command, what: &str) -> Helper {
+        use std::io::BufRead as _;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not start (scripts/test.sh installs it): {e}"));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{what} did not start: {line:?}"));
+        Helper { child, port }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The proxy, running in this process on 127.0.0.1:0.
 pub struct Proxy {
     pub addr: SocketAddr,

@@ -1,0 +1,52 @@
+# Shared by run.sh and soak.sh (sourced): nginx present, hookwall and the load generator
+# built (release, or debug with --quick), a scratch folder whose processes are stopped
+# and which is removed on exit, and free loopback ports.
+
+secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+
+command -v nginx >/dev/null || {
+  echo "== installing nginx"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+}
+
+# build QUICK: sets $hookwall and $loadgen to the built binaries.
+build() {
+  local profile=release
+  if (($1)); then
+    profile=debug
+    cargo build --quiet --locked --bin hookwall --example loadgen
+  else
+    cargo build --quiet --release --locked --bin hookwall --example loadgen
+  fi
+  local target_dir
+  target_dir=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  hookwall="$target_dir/$profile/hookwall"
+  loadgen="$target_dir/$profile/examples/loadgen"
+}
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# free_ports N: N loopback ports free right now, on one line.
+free_ports() {
+  python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])' "$1"
+}
+
+# wait_port PORT: until something listens there (10 s at most).
+wait_port() {
+  for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done
+  echo "port $1 never opened" >&2
+  exit 1
+}
