@@ -1,0 +1,466 @@
+//! The configuration: figment reads defaults, then the TOML file, then `HOOKWALL_`
+//! environment overrides; the result is turned once into typed values (durations, socket
+//! addresses, URIs, decoded keys, compiled rules). Every problem is collected and reported
+//! together, each as `FILE: KEY: message`, so one run of `hookwall check` lists them all.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::providers::{Format, Toml};
+use figment::Figment;
+
+use crate::route::Rules;
+use crate::secret::SecretSource;
+use crate::verify::Verifier;
+use build::build;
+use raw::{RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRoute, RawVerify};
+
+/// The defaults, each with its reason.
+pub mod defaults {
+    /// Every interface: in a pod, the sender reaches the sidecar through the pod IP.
+    pub const LISTEN_ADDR: &str = "0.0.0.0:8080";
+    /// Every interface, so the kubelet's probes and Prometheus reach it.
+    pub const ADMIN_ADDR: &str = "0.0.0.0:9090";
+    /// 1 MiB: Svix payloads are capped well below this; larger is abuse.
+    pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
+    /// Senders send about 15 headers; 100 is hyper's own default.
+    pub const MAX_HEADERS: usize = 100;
+    /// 32 KiB of headers is far past any legitimate webhook.
+    pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+    /// Slow senders (slowloris) are cut off after this.
+    pub const HEADER_READ_TIMEOUT: &str = "10s";
+    /// A 1 MiB body arrives in well under this on any real link.
+    pub const BODY_READ_TIMEOUT: &str = "30s";
+    /// Bounds memory and file descriptors; Svix opens few connections per endpoint.
+    pub const MAX_CONNECTIONS: usize = 1024;
+    /// HTTP/2 streams per connection, hyper's usual bound.
+    pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+    /// Svix waits about 15 s for an answer; answering 504 before that lets it retry cleanly.
+    pub const UPSTREAM_TIMEOUT: &str = "10s";
+    /// Under Kubernetes' default 30 s termination grace, leaving time to exit.
+    pub const SHUTDOWN_GRACE: &str = "25s";
+    /// The window every official Svix library uses.
+    pub const TOLERANCE: &str = "5m";
+    /// ~100 bytes an id: 100,000 ids stay around 10-20 MB.
+    pub const DEDUP_CAPACITY: usize = 100_000;
+    /// Delivered ids are remembered at least this long (or 3 x tolerance if longer):
+    /// a retry arrives with a fresh timestamp, so the window is not the bound.
+    pub const DEDUP_TTL_FLOOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+    /// Concurrent forwards per route: bounds what a burst can pile onto a backend. As many
+    /// as the default connection cap, so only a route configured lower refuses a burst.
+    pub const MAX_IN_FLIGHT: usize = 1024;
+    pub const LOG_FORMAT: &str = "text";
+    pub const LOG_LEVEL: &str = "info";
+}
+
+/// The environment variables read besides the overrides.
+pub const CONFIG_ENV: &str = "HOOKWALL_CONFIG";
+pub const LOG_ENV: &str = "HOOKWALL_LOG";
+const ENV_PREFIX: &str = "HOOKWALL_";
+
+mod build;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+// ---------------------------------------------------------------------------------------
+// What the proxy runs with.
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    pub listen: Listen,
+    pub admin_addr: SocketAddr,
+    pub limits: Limits,
+    pub tolerance: Duration,
+    pub dedup: DedupConfig,
+    pub log: LogConfig,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: Option<Tls>,
+    pub trust_forwarded_headers: bool,
+}
+
+/// The listener's TLS files and what was read from them at load.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupConfig {
+    pub capacity: usize,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter; `HOOKWALL_LOG` wins over it.
+    pub level: String,
+}
+
+/// One `[[routes]]` entry, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub path: String,
+    /// Where each secret came from, for `check` and logs (never the value).
+    pub secrets: Vec<SecretSource>,
+    pub verifier: Verifier,
+    pub rules: Rules,
+    pub upstream_timeout: Duration,
+    pub max_in_flight: usize,
+    /// PEM bundle for https upstreams; `None` = the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors.
+
+/// One problem: the key it is about (empty for the file as a whole) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found in one config, for one file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    /// One problem a line: `FILE: KEY: message`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: ", self.file.display())?;
+            if !problem.key.is_empty() {
+                write!(f, "{}: ", problem.key)?;
+            }
+            f.write_str(&problem.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading.
+
+impl Config {
+    /// Reads `file`, applies `HOOKWALL_` overrides from the process environment, resolves
+    /// every secret and checks everything, reporting all problems at once.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        Self::load_with_env(file, &env)
+    }
+
+    /// `load`, with the `HOOKWALL_` variables given (so tests need not touch the process
+    /// environment). Secrets named `env:` still come from the process environment.
+    pub fn load_with_env(file: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        // figment's Toml::file gives an empty config for a missing file: read it ourselves.
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError {
+            file: file.to_owned(),
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("cannot read the config file: {err}"),
+            }],
+        })?;
+        Self::parse(&text, file, env)
+    }
+
+    /// Checks config `text` as if read from `file` (which names it in errors and is where
+    /// relative paths start). The demo's built-in config comes this way.
+    pub fn parse(text: &str, file: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let fail = |problems: Vec<Problem>| ConfigError {
+            file: file.to_owned(),
+            problems,
+        };
+        let mut problems = Problems::default();
+
+        let mut overrides = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if name == CONFIG_ENV || name == LOG_ENV {
+                continue;
+            }
+            if rest.to_ascii_lowercase().starts_with("routes") {
+                problems.add(name, "routes cannot be overridden from the environment");
+                continue;
+            }
+            overrides.push((name.clone(), value.clone()));
+        }
+        if let Some((_, filter)) = env.iter().find(|(name, _)| name == LOG_ENV) {
+            if let Err(err) = check_filter(filter) {
+                problems.add(LOG_ENV, format!("invalid log filter {filter:?}: {err}"));
+            }
+        }
+
+        let figment = Figment::new()
+            .merge(Toml::string(text))
+            .merge(EnvOverrides(overrides));
+
+        // Each section is read on its own, and unknown keys are collected rather than
+        // fatal, so a type error in one section hides nothing in another.
+        let tree = match figment.extract::<figment::value::Dict>() {
+            Ok(tree) => tree,
+            Err(err) => {
+                add_figment_error(&mut problems, err);
+                return Err(fail(problems.0));
+            }
+        };
+        let mut reader = SectionReader {
+            figment: &figment,
+            tree: &tree,
+            env,
+            problems: &mut problems,
+        };
+        for key in tree.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                reader.unknown(key.clone());
+            }
+        }
+        let raw = (|| {
+            Some(RawConfig {
+                listen: reader.section("listen")?,
+                admin: reader.section("admin")?,
+                limits: reader.section("limits")?,
+                verify: reader.section("verify")?,
+                dedup: reader.section("dedup")?,
+                log: reader.section("log")?,
+                routes: reader.section("routes")?,
+            })
+        })();
+        // Read every section even after a failure, so all their problems are listed.
+        let raw = match raw {
+            Some(raw) => raw,
+            None => {
+                let _: Option<RawListen> = reader.section("listen");
+                let _: Option<RawAdmin> = reader.section("admin");
+                let _: Option<RawLimits> = reader.section("limits");
+                let _: Option<RawVerify> = reader.section("verify");
+                let _: Option<RawDedup> = reader.section("dedup");
+                let _: Option<RawLog> = reader.section("log");
+                let _: Option<Vec<RawRoute>> = reader.section("routes");
+                return Err(fail(dedup_problems(problems.0)));
+            }
+        };
+        let base_dir = file.parent().unwrap_or(Path::new("."));
+        let config = build(raw, file, base_dir, &mut problems);
+        match config {
+            Some(config) if problems.0.is_empty() => Ok(config),
+            _ => Err(fail(problems.0)),
+        }
+    }
+}
+
+const SECTIONS: [&str; 7] = [
+    "listen", "admin", "limits", "verify", "dedup", "log", "routes",
+];
+
+/// Reads one top-level section, recording its unknown keys and type errors.
+struct SectionReader<'a> {
+    figment: &'a Figment,
+    tree: &'a figment::value::Dict,
+    env: &'a [(String, String)],
+    problems: &'a mut Problems,
+}
+
+impl SectionReader<'_> {
+    fn section<T: serde::de::DeserializeOwned + Default>(&mut self, name: &str) -> Option<T> {
+        let Some(value) = self.tree.get(name) else {
+            return Some(T::default());
+        };
+        let mut unknown = Vec::new();
+        let result: Result<T, _> =
+            serde_ignored::deserialize(value, |path| unknown.push(key_of(&path)));
+        for key in unknown {
+            let key = if key.starts_with('[') {
+                format!("{name}{key}")
+            } else {
+                format!("{name}.{key}")
+            };
+            self.unknown(key);
+        }
+        match result {
+            Ok(section) => Some(section),
+            Err(err) => {
+                // Through figment again for an error that names its key and source.
+                match self.figment.extract_inner::<T>(name) {
+                    Err(err) => add_figment_error(self.problems, err),
+                    Ok(_) => self.problems.add(name, err.to_string()),
+                }
+                None
+            }
+        }
+    }
+
+    fn unknown(&mut self, key: String) {
+        let env_name = env_name_of(&key);
+        if self.env.iter().any(|(name, _)| *name == env_name) {
+            self.problems.add(env_name, "names no configuration key");
+        } else {
+            self.problems.add(key, "unknown key");
+        }
+    }
+}
+
+/// The second pass over sections after a failure repeats the first one's findings.
+fn dedup_problems(problems: Vec<Problem>) -> Vec<Problem> {
+    let mut seen = HashSet::new();
+    problems
+        .into_iter()
+        .filter(|p| seen.insert((p.key.clone(), p.message.clone())))
+        .collect()
+}
+
+/// `HOOKWALL_LISTEN__ADDR=…` → `listen.addr`, values parsed the way figment parses env.
+struct EnvOverrides(Vec<(String, String)>);
+
+impl figment::Provider for EnvOverrides {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("HOOKWALL_ environment variables")
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        // The same nested dict `Env::prefixed("HOOKWALL_").split("__")` builds, but from
+        // the given list rather than the process environment.
+        let mut dict = figment::value::Dict::new();
+        for (name, value) in &self.0 {
+            let key = name[ENV_PREFIX.len()..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            let value: figment::value::Value = value.parse().expect("infallible");
+            insert_nested(&mut dict, &key, value);
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+fn insert_nested(dict: &mut figment::value::Dict, key: &str, value: figment::value::Value) {
+    match key.split_once('.') {
+        None => {
+            dict.insert(key.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let entry = dict
+                .entry(head.to_owned())
+                .or_insert_with(|| figment::value::Value::from(figment::value::Dict::new()));
+            if let figment::value::Value::Dict(_, inner) = entry {
+                insert_nested(inner, rest, value);
+            }
+        }
+    }
+}
+
+fn add_figment_error(problems: &mut Problems, err: figment::Error) {
+    for err in err {
+        // `extract_inner("routes")` puts the section last: ["0", "secrets", "routes"].
+        let mut path = err.path.clone();
+        if path.len() > 1 && SECTIONS.contains(&path[path.len() - 1].as_str()) {
+            path.rotate_right(1);
+        }
+        let key = path.iter().fold(String::new(), |key, part| {
+            if part.bytes().all(|b| b.is_ascii_digit()) {
+                format!("{key}[{part}]")
+            } else if key.is_empty() {
+                part.clone()
+            } else {
+                format!("{key}.{part}")
+            }
+        });
+        let from_env = err
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.name.contains("environment"));
+        let key = if from_env { env_name_of(&key) } else { key };
+        problems.add(key, err.kind.to_string());
+    }
+}
+
+/// serde_ignored's path as written in TOML terms: `routes[1].upsteam`.
+fn key_of(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_of(parent)),
+        Path::Map { parent, key } => {
+            let parent = key_of(parent);
+            if parent.is_empty() {
+                key.to_string()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_of(parent),
+    }
+}
+
+fn env_name_of(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        key.to_ascii_uppercase().replace('.', "__")
+    )
+}
+
+/// Checks a tracing filter the way the log setup will parse it.
+pub fn check_filter(filter: &str) -> Result<(), tracing_subscriber::filter::ParseError> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(|_| ())
+}

@@ -1,0 +1,150 @@
+//! What the config file says (serde), before it is checked: every field optional or
+//! defaulted, so `build` can report every problem rather than serde the first one.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::defaults;
+
+#[derive(Debug, Default)]
+pub(super) struct RawConfig {
+    pub(super) listen: RawListen,
+    pub(super) admin: RawAdmin,
+    pub(super) limits: RawLimits,
+    pub(super) verify: RawVerify,
+    pub(super) dedup: RawDedup,
+    pub(super) log: RawLog,
+    pub(super) routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(super) struct RawListen {
+    pub(super) addr: String,
+    pub(super) tls_cert: Option<PathBuf>,
+    pub(super) tls_key: Option<PathBuf>,
+    pub(super) trust_forwarded_headers: bool,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            addr: defaults::LISTEN_ADDR.into(),
+            tls_cert: None,
+            tls_key: None,
+            trust_forwarded_headers: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(super) struct RawAdmin {
+    pub(super) addr: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            addr: defaults::ADMIN_ADDR.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(super) struct RawLimits {
+    pub(super) max_body_bytes: u64,
+    pub(super) max_headers: usize,
+    pub(super) max_header_bytes: usize,
+    pub(super) header_read_timeout: String,
+    pub(super) body_read_timeout: String,
+    pub(super) max_connections: usize,
+    pub(super) h2_max_concurrent_streams: u32,
+    pub(super) upstream_timeout: String,
+    pub(super) shutdown_grace: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_headers: defaults::MAX_HEADERS,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            header_read_timeout: defaults::HEADER_READ_TIMEOUT.into(),
+            body_read_timeout: defaults::BODY_READ_TIMEOUT.into(),
+            max_connections: defaults::MAX_CONNECTIONS,
+            h2_max_concurrent_streams: defaults::H2_MAX_CONCURRENT_STREAMS,
+            upstream_timeout: defaults::UPSTREAM_TIMEOUT.into(),
+            shutdown_grace: defaults::SHUTDOWN_GRACE.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(super) struct RawVerify {
+    pub(super) tolerance: String,
+}
+
+impl Default for RawVerify {
+    fn default() -> Self {
+        RawVerify {
+            tolerance: defaults::TOLERANCE.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(super) struct RawDedup {
+    pub(super) capacity: usize,
+    pub(super) ttl: Option<String>,
+}
+
+impl Default for RawDedup {
+    fn default() -> Self {
+        RawDedup {
+            capacity: defaults::DEDUP_CAPACITY,
+            ttl: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(super) struct RawLog {
+    pub(super) format: String,
+    pub(super) level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: defaults::LOG_FORMAT.into(),
+            level: defaults::LOG_LEVEL.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawRoute {
+    pub(super) name: Option<String>,
+    pub(super) path: Option<String>,
+    #[serde(default)]
+    pub(super) secrets: Vec<String>,
+    pub(super) upstream: Option<String>,
+    pub(super) upstream_timeout: Option<String>,
+    pub(super) max_in_flight: Option<usize>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) rules: Option<Vec<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawRule {
+    #[serde(default)]
+    pub(super) events: Vec<String>,
+    pub(super) upstream: Option<String>,
+    pub(super) action: Option<String>,
+}

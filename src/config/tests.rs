@@ -1,0 +1,200 @@
+//! Config loading and validation: defaults, every rule, environment overrides.
+use super::*;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookwall.toml");
+    std::fs::write(&file, text).unwrap();
+    std::fs::write(dir.path().join("current"), format!("{SECRET}\n")).unwrap();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::load_with_env(&file, &env)
+}
+
+fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let err = load(text, env).expect_err("config should be invalid");
+    err.problems
+        .iter()
+        .map(|p| format!("{}: {}", p.key, p.message))
+        .collect()
+}
+
+fn minimal() -> String {
+    format!(
+        "[[routes]]\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"http://127.0.0.1:3000/x\"\n"
+    )
+}
+
+#[test]
+fn defaults_fill_everything_but_routes() {
+    let config = load(&minimal(), &[]).unwrap();
+    assert_eq!(config.listen.addr.to_string(), "0.0.0.0:8080");
+    assert_eq!(config.admin_addr.to_string(), "0.0.0.0:9090");
+    assert_eq!(config.limits.max_body_bytes, 1024 * 1024);
+    assert_eq!(config.tolerance, Duration::from_secs(300));
+    assert_eq!(config.dedup.ttl, Duration::from_secs(900));
+    assert_eq!(config.routes[0].name.as_ref(), "/hook");
+    assert_eq!(config.routes[0].upstream_timeout, Duration::from_secs(10));
+    assert_eq!(config.routes[0].max_in_flight, defaults::MAX_IN_FLIGHT);
+}
+
+#[test]
+fn default_ttl_is_three_tolerances_when_longer() {
+    let text = format!("[verify]\ntolerance = \"10m\"\n{}", minimal());
+    assert_eq!(
+        load(&text, &[]).unwrap().dedup.ttl,
+        Duration::from_secs(1800)
+    );
+}
+
+#[test]
+fn four_problems_at_once_each_with_its_key() {
+    let text = r#"
+[listen]
+adress = "0.0.0.0:8080"
+
+[[routes]]
+path = "/a"
+secrets = ["env:HOOKWALL_TEST_UNSET_SECRET"]
+upstream = "ftp://x"
+
+[[routes]]
+path = "/a"
+secrets = ["file:current"]
+upstream = "http://127.0.0.1:3000/"
+"#;
+    let found = problems(text, &[]);
+    assert_eq!(found.len(), 4, "{found:#?}");
+    assert!(
+        found.contains(&"listen.adress: unknown key".to_string()),
+        "{found:#?}"
+    );
+    assert!(found.contains(
+        &"routes[0].secrets[0]: env:HOOKWALL_TEST_UNSET_SECRET: environment variable HOOKWALL_TEST_UNSET_SECRET is not set".to_string()
+    ), "{found:#?}");
+    assert!(found.contains(&"routes[0].upstream: \"ftp://x\" is not an http(s) URL".to_string()));
+    assert!(found.contains(&"routes[1].path: \"/a\" is used by an earlier route".to_string()));
+}
+
+#[test]
+fn display_is_file_key_message() {
+    let err = load("[[routes]]\npath = \"/a\"\n", &[]).unwrap_err();
+    let text = err.to_string();
+    for line in text.lines() {
+        assert!(line.contains("hookwall.toml: routes[0]."), "{line}");
+    }
+    assert_eq!(text.lines().count(), 2, "{text}");
+}
+
+#[test]
+fn every_rule_of_validation() {
+    let cases: &[(&str, &str)] = &[
+        ("", "routes: no routes"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"whsec_\"]\nupstream=\"http://h/\"", "routes[0].secrets[0]: literal: secret is empty"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"no base64!\"]\nupstream=\"http://h/\"", "routes[0].secrets[0]: literal: secret is not base64"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[]\nupstream=\"http://h/\"", "routes[0].secrets: missing"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]", "routes[0].upstream: missing"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"\n[[routes.rules]]\nevents=[\"*\"]\naction=\"drop\"", "routes[0].upstream: a route has either"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\n[[routes.rules]]\nevents=[]\naction=\"drop\"", "routes[0].rules[0].events: is empty"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\n[[routes.rules]]\nevents=[\"*\"]", "routes[0].rules[0].upstream: missing"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\n[[routes.rules]]\nevents=[\"*\"]\naction=\"drop\"\nupstream=\"http://h/\"", "routes[0].rules[0].action: a rule has either"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\n[[routes.rules]]\nevents=[\"*\"]\naction=\"keep\"", "routes[0].rules[0].action: \"keep\" is not an action"),
+        ("[[routes]]\nname=\"_unmatched\"\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "routes[0].name: \"_unmatched\" is reserved"),
+        ("[[routes]]\nname=\"x\"\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"\n[[routes]]\nname=\"x\"\npath=\"/b\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "routes[1].name: \"x\" is used by an earlier route"),
+        ("[[routes]]\npath=\"a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "routes[0].path: \"a\" must start with"),
+        ("[dedup]\nttl=\"1m\"\n[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "dedup.ttl: \"1m\" is shorter than verify.tolerance"),
+        ("[dedup]\ncapacity=0\n[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "dedup.capacity: 0 must be at least 1"),
+        ("[limits]\nmax_body_bytes=0\n[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "limits.max_body_bytes: 0 must be at least 1"),
+        ("[limits]\nbody_read_timeout=\"0s\"\n[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "limits.body_read_timeout: \"0s\" must be longer than zero"),
+        ("[limits]\nshutdown_grace=\"soon\"\n[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "limits.shutdown_grace: \"soon\" is not a duration"),
+        ("[log]\nformat=\"xml\"\n[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "log.format: \"xml\" is neither"),
+        ("[log]\nlevel=\"=[\"\n[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "log.level: invalid log filter"),
+        ("[listen]\naddr=\"nowhere\"\n[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "listen.addr: \"nowhere\" is not an address"),
+        ("[listen]\ntls_cert=\"c.pem\"\n[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "listen.tls_key: missing"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"\nca_file=\"nope.pem\"", "routes[0].ca_file: cannot read"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"\nmax_in_flight=0", "routes[0].max_in_flight: 0 must be at least 1"),
+        ("[limits]\nmax_headers=\"many\"\n[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "limits.max_headers: invalid type"),
+        ("this is not toml", ""),
+    ];
+    for (text, expected) in cases {
+        let text = text.replace("\"S\"", &format!("\"{SECRET}\""));
+        let found = problems(&text, &[]);
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{text}\nexpected {expected:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn file_secrets_are_read_relative_to_the_config_and_trimmed() {
+    let text = minimal().replace(SECRET, "file:current");
+    let config = load(&text, &[]).unwrap();
+    assert!(config.routes[0].secrets[0]
+        .to_string()
+        .ends_with("/current"));
+}
+
+#[test]
+fn environment_overrides_and_their_errors() {
+    let config = load(
+        &minimal(),
+        &[
+            ("HOOKWALL_LISTEN__ADDR", "127.0.0.1:18080"),
+            ("HOOKWALL_LIMITS__MAX_BODY_BYTES", "2048"),
+            ("HOOKWALL_DEDUP__TTL", "1h"),
+            ("HOOKWALL_CONFIG", "ignored.toml"),
+            ("HOOKWALL_LOG", "debug"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.listen.addr.to_string(), "127.0.0.1:18080");
+    assert_eq!(config.limits.max_body_bytes, 2048);
+    assert_eq!(config.dedup.ttl, Duration::from_secs(3600));
+
+    let found = problems(
+        &minimal(),
+        &[
+            ("HOOKWALL_LISTEN__ADRESS", "x"),
+            ("HOOKWALL_ROUTES", "[]"),
+            ("HOOKWALL_LOG", "=["),
+            ("HOOKWALL_LIMITS__MAX_HEADERS", "lots"),
+        ],
+    );
+    assert!(
+        found.contains(&"HOOKWALL_LISTEN__ADRESS: names no configuration key".into()),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("HOOKWALL_ROUTES: routes cannot")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("HOOKWALL_LOG: invalid log filter")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("HOOKWALL_LIMITS__MAX_HEADERS: invalid type")),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn missing_file_is_an_error_not_an_empty_config() {
+    let err = Config::load_with_env(Path::new("/nonexistent/hookwall.toml"), &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/hookwall.toml: cannot read"),
+        "{err}"
+    );
+}
