@@ -167,12 +167,19 @@ async fn sighup_rereads_secret_files_and_refuses_a_broken_config() {
     })
     .await;
     assert_eq!(hw.post_event(OTHER_SECRET, "msg_4").await, 200);
-    assert!(hw
-        .log()
-        .iter()
-        .any(|l| l.contains("config reload refused") && l.contains("upstreem")));
+    // Log lines are written by a writer thread, so they arrive a moment after the fact.
+    until("the refusal in the log", async || {
+        hw.log()
+            .iter()
+            .any(|l| l.contains("config reload refused") && l.contains("upstreem"))
+    })
+    .await;
 
     // One log line per request, and never a secret or a body.
+    until("the last request's log line", async || {
+        hw.log().iter().any(|l| l.contains(r#""id":"msg_4""#))
+    })
+    .await;
     let log = hw.log().join("\n");
     assert!(log.contains(r#""outcome":"forwarded""#) && log.contains(r#""id":"msg_3""#));
     assert!(!log.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") && !log.contains("C2FVsBQIhrsc"));
@@ -236,18 +243,18 @@ async fn the_shutdown_grace_cuts_off_what_does_not_finish() {
     });
     arrived.notified().await;
     hw.signal("TERM");
-    let status = tokio::task::spawn_blocking(move || {
+    let (status, hw) = tokio::task::spawn_blocking(move || {
         let status = hw.child.wait().unwrap();
         (status, hw)
     })
     .await
     .unwrap();
-    assert_eq!(status.0.code(), Some(0));
-    assert!(
-        status.1.log().iter().any(|l| l.contains("cut off")),
-        "{:#?}",
-        status.1.log()
-    );
+    assert_eq!(status.code(), Some(0));
+    // The reader thread may still be taking the last lines off the pipe.
+    until("the cut-off warning in the log", async || {
+        hw.log().iter().any(|l| l.contains("cut off"))
+    })
+    .await;
     assert!(
         stuck.await.unwrap().is_err(),
         "a cut-off request gets no answer"
