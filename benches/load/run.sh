@@ -10,7 +10,8 @@
 #   benches/load/run.sh --quick    # a few seconds, debug build: the CI smoke run
 #
 # Env: ROUNDS (3), DURATION (10s), CONNECTIONS (64), PIN=1 to pin the load generator to
-# CPU 1 and the servers to CPU 0 (taskset).
+# CPU 1 and the servers to CPU 0 (taskset), EXPRESS=0 to leave out the "verify it
+# yourself" row (Express + svix + undici, benches/load/express-svix/; not in --quick).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/benches/load"
@@ -24,7 +25,9 @@ if ((quick)); then rounds=1; duration=2s; connections=8; fi
 # shellcheck source=common.sh
 source "$here/common.sh"
 build "$quick"
-read -r backend_port proxy_port hw_port admin_port < <(free_ports 4)
+read -r backend_port proxy_port hw_port admin_port express_port < <(free_ports 5)
+express=${EXPRESS:-1}
+((quick)) && express=0
 
 server_pin=() load_pin=()
 if [[ ${PIN:-0} == 1 ]]; then server_pin=(taskset -c 0); load_pin=(taskset -c 1); fi
@@ -58,6 +61,15 @@ pids+=($hw_pid)
 
 wait_port "$backend_port"; wait_port "$proxy_port"; wait_port "$hw_port"
 
+if ((express)); then
+  npm ci --silent --no-audit --no-fund --prefix "$here/express-svix"
+  PORT=$express_port SECRET=$secret UPSTREAM="http://127.0.0.1:$backend_port/" \
+    "${server_pin[@]}" node "$here/express-svix/server.js" &
+  express_pid=$!
+  pids+=($express_pid)
+  wait_port "$express_port"
+fi
+
 forwarded() { curl -s "127.0.0.1:$admin_port/metrics" | awk '/^hookwall_requests_total\{outcome="forwarded",route="bench"\}/ {print $2}'; }
 cpu_ticks() { # utime + stime of the given pids, in clock ticks
   local total=0
@@ -73,6 +85,7 @@ run() { # label url extra-args...
   local before_fwd after_fwd before_cpu after_cpu cpu_pids=()
   case $label in
     hookwall*) cpu_pids=("$hw_pid") ;;
+    express*) cpu_pids=("$express_pid") ;;
     nginx*) mapfile -t cpu_pids < <(nginx_proxy_pids) ;;
   esac
   before_fwd=$(forwarded)
@@ -102,6 +115,7 @@ for _ in $(seq "$rounds"); do
   run direct "http://127.0.0.1:$backend_port/bench"
   run nginx "http://127.0.0.1:$proxy_port/bench"
   run hookwall "http://127.0.0.1:$hw_port/bench"
+  if ((express)); then run express "http://127.0.0.1:$express_port/bench"; fi
 done
 
 rate=$(python3 - "$results" <<'PY'
@@ -131,10 +145,13 @@ def stat(label, key):
 print()
 print("| stack | req/s median (range) | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request |")
 print("| --- | --- | --- | --- | --- | --- |")
-for label in ["direct", "nginx", "hookwall"]:
+for label in ["direct", "nginx", "hookwall", "express"]:
+    if not any(r["label"] == label for r in rows): continue
     print(f"| {label} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {stat(label,'cpu_us_per_request')} |")
 med = lambda l, k: statistics.median(r[k] for r in rows if r["label"] == l)
 print(f"\nhookwall / nginx throughput: {med('hookwall','rps')/med('nginx','rps'):.2f}x; p99 {med('hookwall','p99_us'):,.0f} µs vs {med('nginx','p99_us'):,.0f} µs")
+if any(r["label"] == "express" for r in rows):
+    print(f"hookwall / Express + svix throughput: {med('hookwall','rps')/med('express','rps'):.1f}x")
 print()
 print("| at a fixed rate | req/s | p50 µs | p99 µs | p99.9 µs | p99 added over direct |")
 print("| --- | --- | --- | --- | --- | --- |")
