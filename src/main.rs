@@ -64,7 +64,12 @@ fn main() -> ExitCode {
     let command = cli
         .command
         .unwrap_or(Command::Run(ConfigArg { config: None }));
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The public listener runs on its own worker threads (server.rs); this runtime only
+    // serves the admin listener, signals, `send` and `demo`.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("hookwall: cannot start the runtime: {err}");

@@ -1,6 +1,7 @@
-//! The public listener: accept loop with a connection cap, optional TLS, hyper-util's
-//! HTTP/1.1 + h2c server with header-read timeout and HTTP/2 bounds, and graceful
-//! shutdown (stop accepting, ask connections to close, drain within `shutdown_grace`).
+//! The public listener: one worker thread per CPU, each with its own single-threaded
+//! runtime and accept loop (connection cap shared), optional TLS, hyper-util's HTTP/1.1 +
+//! h2c server with header-read timeout and HTTP/2 bounds, and graceful shutdown (stop
+//! accepting, ask connections to close, drain within `shutdown_grace`).
 
 use std::convert::Infallible;
 use std::future::Future;
