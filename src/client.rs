@@ -21,6 +21,12 @@ const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(50
 
 /// A client trusting `ca_file` if given, else the system's roots.
 pub fn build(ca_file: Option<&Path>) -> Result<HttpClient, TlsError> {
+    Ok(build_many(ca_file, 1)?.remove(0))
+}
+
+/// `count` clients (one per worker: each its own pool) sharing one TLS config, so the
+/// roots are read once for all of them.
+pub fn build_many(ca_file: Option<&Path>, count: usize) -> Result<Vec<HttpClient>, TlsError> {
     let roots = match ca_file {
         Some(path) => load_roots(path)?,
         None => system_roots(),
@@ -35,7 +41,10 @@ pub fn build(ca_file: Option<&Path>) -> Result<HttpClient, TlsError> {
     })?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    Ok((0..count.max(1)).map(|_| client(tls.clone())).collect())
+}
 
+fn client(tls: rustls::ClientConfig) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -44,11 +53,11 @@ pub fn build(ca_file: Option<&Path>) -> Result<HttpClient, TlsError> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector))
+        .build(connector)
 }
 
 /// The system's CA certificates; none if they cannot be read (plain-http upstreams still

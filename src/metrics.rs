@@ -96,14 +96,17 @@ pub enum UpstreamClass {
 }
 
 impl UpstreamClass {
-    fn label(self) -> &'static str {
+    /// The `class` labels, in the order of `index`.
+    const LABELS: [&'static str; 6] = ["2xx", "3xx", "4xx", "5xx", "error", "timeout"];
+
+    fn index(self) -> usize {
         match self {
-            UpstreamClass::Status(s) if s < 300 => "2xx",
-            UpstreamClass::Status(s) if s < 400 => "3xx",
-            UpstreamClass::Status(s) if s < 500 => "4xx",
-            UpstreamClass::Status(_) => "5xx",
-            UpstreamClass::Error => "error",
-            UpstreamClass::Timeout => "timeout",
+            UpstreamClass::Status(s) if s < 300 => 0,
+            UpstreamClass::Status(s) if s < 400 => 1,
+            UpstreamClass::Status(s) if s < 500 => 2,
+            UpstreamClass::Status(_) => 3,
+            UpstreamClass::Error => 4,
+            UpstreamClass::Timeout => 5,
         }
     }
 }
@@ -165,15 +168,7 @@ impl RouteMetrics {
     }
 
     pub fn upstream_response(&self, class: UpstreamClass) {
-        let index = match class.label() {
-            "2xx" => 0,
-            "3xx" => 1,
-            "4xx" => 2,
-            "5xx" => 3,
-            "error" => 4,
-            _ => 5,
-        };
-        self.upstream_responses[index].inc();
+        self.upstream_responses[class.index()].inc();
     }
 
     pub fn secret_matched(&self, index: usize) {
@@ -372,7 +367,7 @@ impl Metrics {
                 .collect(),
             request_duration: self.request_duration.with_label_values(&[name]),
             upstream_duration: self.upstream_duration.with_label_values(&[name]),
-            upstream_responses: ["2xx", "3xx", "4xx", "5xx", "error", "timeout"]
+            upstream_responses: UpstreamClass::LABELS
                 .map(|class| self.upstream_responses.with_label_values(&[name, class])),
             clock_skew: self.clock_skew.with_label_values(&[name]),
             last_verified: self.last_verified.with_label_values(&[name]),

@@ -49,7 +49,7 @@ pub fn worker_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Serves `listener` with `shared.workers` threads until `shutdown` completes, then
+/// Serves `listener` with `shared.workers()` threads until `shutdown` completes, then
 /// drains. Thread per core: each worker runs its own single-threaded runtime, accepts on
 /// its own handle of the listening socket and forwards through its own connection pool,
 /// so a request never wakes another thread. Only the connection count, dedup, metrics and
@@ -65,7 +65,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     let open = Arc::new(AtomicUsize::new(0));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
-    for index in 0..shared.workers {
+    for index in 0..shared.workers() {
         let handle = match listener.try_clone() {
             Ok(handle) => handle,
             Err(err) => {

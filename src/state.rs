@@ -56,9 +56,7 @@ impl Live {
         let mut routes = HashMap::new();
         for route in &config.routes {
             let clients = match &route.ca_file {
-                Some(ca) => (0..default_clients.len())
-                    .map(|_| crate::client::build(Some(ca)))
-                    .collect::<Result<_, _>>()?,
+                Some(ca) => crate::client::build_many(Some(ca), default_clients.len())?,
                 None => default_clients.to_vec(),
             };
             let state = RouteState {
@@ -103,18 +101,13 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Per worker, the client for routes without their own CA bundle.
     pub default_clients: Vec<HttpClient>,
-    /// Worker threads serving the public listener.
-    pub workers: usize,
 }
 
 impl Shared {
     pub fn new(config: Config, workers: usize) -> Result<Shared, TlsError> {
         let metrics = Metrics::new();
         let unmatched = metrics.route(UNMATCHED, 0);
-        let workers = workers.max(1);
-        let default_clients = (0..workers)
-            .map(|_| crate::client::build(None))
-            .collect::<Result<Vec<_>, _>>()?;
+        let default_clients = crate::client::build_many(None, workers)?;
         let dedup = Dedup::new(
             NonZeroUsize::new(config.dedup.capacity).unwrap_or(NonZeroUsize::MIN),
             config.dedup.ttl,
@@ -127,8 +120,12 @@ impl Shared {
             live: RwLock::new(Arc::new(live)),
             ready: AtomicBool::new(false),
             default_clients,
-            workers,
         })
+    }
+
+    /// Worker threads serving the public listener: one client (pool) each.
+    pub fn workers(&self) -> usize {
+        self.default_clients.len()
     }
 
     /// The config in force; a request holds on to it until it is answered.

@@ -3,7 +3,6 @@
 //! addresses, URIs, decoded keys, compiled rules). Every problem is collected and reported
 //! together, each as `FILE: KEY: message`, so one run of `hookwall check` lists them all.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -271,30 +270,37 @@ impl Config {
                 reader.unknown(key.clone());
             }
         }
-        let raw = (|| {
-            Some(RawConfig {
-                listen: reader.section("listen")?,
-                admin: reader.section("admin")?,
-                limits: reader.section("limits")?,
-                verify: reader.section("verify")?,
-                dedup: reader.section("dedup")?,
-                log: reader.section("log")?,
-                routes: reader.section("routes")?,
-            })
-        })();
-        // Read every section even after a failure, so all their problems are listed.
-        let raw = match raw {
-            Some(raw) => raw,
-            None => {
-                let _: Option<RawListen> = reader.section("listen");
-                let _: Option<RawAdmin> = reader.section("admin");
-                let _: Option<RawLimits> = reader.section("limits");
-                let _: Option<RawVerify> = reader.section("verify");
-                let _: Option<RawDedup> = reader.section("dedup");
-                let _: Option<RawLog> = reader.section("log");
-                let _: Option<Vec<RawRoute>> = reader.section("routes");
-                return Err(fail(dedup_problems(problems.0)));
-            }
+        // Every section is read once, whatever the others hold, so all their problems
+        // are listed together.
+        let sections = (
+            reader.section::<RawListen>("listen"),
+            reader.section::<RawAdmin>("admin"),
+            reader.section::<RawLimits>("limits"),
+            reader.section::<RawVerify>("verify"),
+            reader.section::<RawDedup>("dedup"),
+            reader.section::<RawLog>("log"),
+            reader.section::<Vec<RawRoute>>("routes"),
+        );
+        let (
+            Some(listen),
+            Some(admin),
+            Some(limits),
+            Some(verify),
+            Some(dedup),
+            Some(log),
+            Some(routes),
+        ) = sections
+        else {
+            return Err(fail(problems.0));
+        };
+        let raw = RawConfig {
+            listen,
+            admin,
+            limits,
+            verify,
+            dedup,
+            log,
+            routes,
         };
         let base_dir = file.parent().unwrap_or(Path::new("."));
         let config = build(raw, file, base_dir, &mut problems);
@@ -354,15 +360,6 @@ impl SectionReader<'_> {
             self.problems.add(key, "unknown key");
         }
     }
-}
-
-/// The second pass over sections after a failure repeats the first one's findings.
-fn dedup_problems(problems: Vec<Problem>) -> Vec<Problem> {
-    let mut seen = HashSet::new();
-    problems
-        .into_iter()
-        .filter(|p| seen.insert((p.key.clone(), p.message.clone())))
-        .collect()
 }
 
 /// `HOOKWALL_LISTEN__ADDR=…` → `listen.addr`, values parsed the way figment parses env.
