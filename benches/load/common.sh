@@ -35,6 +35,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# start_nginx NAME CONF PORT [BACKEND]: nginx with benches/load/CONF, its @DIR@, @PORT@ and
+# @BACKEND@ filled in, under $work/NAME; prefixed by ${server_pin[@]} if set. $! is its pid.
+server_pin=()
+start_nginx() {
+  mkdir -p "$work/$1"
+  sed -e "s|@DIR@|$work/$1|g; s|@PORT@|$3|g; s|@BACKEND@|${4:-}|g" "$here/$2" >"$work/$1/nginx.conf"
+  "${server_pin[@]}" nginx -c "$work/$1/nginx.conf" -p "$work/$1/" &
+  pids+=($!)
+}
+
 # free_ports N: N loopback ports free right now, on one line.
 free_ports() {
   python3 -c '

@@ -29,15 +29,9 @@ read -r backend_port proxy_port hw_port admin_port express_port < <(free_ports 5
 express=${EXPRESS:-1}
 ((quick)) && express=0
 
-server_pin=() load_pin=()
+load_pin=()
 if [[ ${PIN:-0} == 1 ]]; then server_pin=(taskset -c 0); load_pin=(taskset -c 1); fi
 
-start_nginx() { # name conf port backend
-  mkdir -p "$work/$1"
-  sed -e "s|@DIR@|$work/$1|g; s|@PORT@|$3|g; s|@BACKEND@|${4:-}|g" "$here/$2" >"$work/$1/nginx.conf"
-  "${server_pin[@]}" nginx -c "$work/$1/nginx.conf" -p "$work/$1/" &
-  pids+=($!)
-}
 start_nginx backend nginx-backend.conf "$backend_port"
 start_nginx proxy nginx-proxy.conf "$proxy_port" "127.0.0.1:$backend_port"
 proxy_master=$!

@@ -20,11 +20,8 @@ source "$here/common.sh"
 build "$quick"
 read -r backend_port hw_port admin_port < <(free_ports 3)
 
-mkdir -p "$work/backend"
-sed -e "s|@DIR@|$work/backend|g; s|@PORT@|$backend_port|g" "$here/nginx-soak-backend.conf" >"$work/backend/nginx.conf"
-nginx -c "$work/backend/nginx.conf" -p "$work/backend/" &
+start_nginx backend nginx-soak-backend.conf "$backend_port"
 backend_pid=$!
-pids+=($backend_pid)
 cat >"$work/hookwall.toml" <<TOML
 [listen]
 addr = "127.0.0.1:$hw_port"
