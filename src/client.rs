@@ -1,37 +1,103 @@
-//! The outbound HTTP client: hyper-util's pooled keep-alive client, with rustls for https
-//! upstreams (system roots, or a configured CA bundle). Used to forward and by `send`.
+//! The outbound HTTP/1.1 client: a keep-alive pool of upstream connections per origin,
+//! each connection driven by hyper's `client::conn::http1` in a task of its own, with
+//! rustls for https upstreams (system roots, or a configured CA bundle). Each worker has
+//! its own `Client`, so a pooled connection is only ever used by the worker that drives it
+//! and the pool's lock is never contended. Used to forward and by `send`.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
+use crate::route::Origin;
 use crate::tls::{load_roots, TlsError};
 
-/// The client type every forward goes through.
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// How long an idle upstream connection is kept for reuse: under the 60-75 s idle timeouts
-/// of common servers, so hookwall closes first and never reuses a connection being closed.
-const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(50);
+/// of common servers, so hookwall never reuses a connection the server is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Most idle connections kept per origin (per worker); more are closed when they go idle.
+const POOL_MAX_IDLE: usize = 1024;
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// Why a request got no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {origin}: {source}")]
+    Connect {
+        origin: Origin,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {origin} failed: {source}")]
+    Tls {
+        origin: Origin,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
+}
+
+/// One worker's upstream connections.
+pub struct Client {
+    tls: TlsConnector,
+    idle: Mutex<HashMap<Origin, Vec<Idle>>>,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// A connection lent to one exchange. Dropped, it is closed; `reuse` after the response
+/// body was read to its end puts it back in the pool.
+pub struct Lease<'a> {
+    client: &'a Client,
+    origin: &'a Origin,
+    sender: Sender,
+}
+
+impl Lease<'_> {
+    pub fn reuse(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.client.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = idle.entry(self.origin.clone()).or_default();
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push(Idle {
+                sender: self.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
 
 /// A client trusting `ca_file` if given, else the system's roots.
-pub fn build(ca_file: Option<&Path>) -> Result<HttpClient, TlsError> {
+pub fn build(ca_file: Option<&Path>) -> Result<Client, TlsError> {
     Ok(build_many(ca_file, 1)?.remove(0))
 }
 
 /// `count` clients (one per worker: each its own pool) sharing one TLS config, so the
 /// roots are read once for all of them.
-pub fn build_many(ca_file: Option<&Path>, count: usize) -> Result<Vec<HttpClient>, TlsError> {
+pub fn build_many(ca_file: Option<&Path>, count: usize) -> Result<Vec<Client>, TlsError> {
     let roots = match ca_file {
         Some(path) => load_roots(path)?,
         None => system_roots(),
     };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -41,23 +107,106 @@ pub fn build_many(ca_file: Option<&Path>, count: usize) -> Result<Vec<HttpClient
     })?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok((0..count.max(1)).map(|_| client(tls.clone())).collect())
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = TlsConnector::from(Arc::new(tls));
+    Ok((0..count.max(1))
+        .map(|_| Client {
+            tls: tls.clone(),
+            idle: Mutex::new(HashMap::new()),
+        })
+        .collect())
 }
 
-fn client(tls: rustls::ClientConfig) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(connector)
+impl Client {
+    /// Sends `request` (origin-form target, `Host` set) to `origin` on a pooled connection,
+    /// or a new one. A request that a pooled connection closed before taking is sent again
+    /// on another: the upstream never saw it.
+    pub async fn send<'a>(
+        &'a self,
+        origin: &'a Origin,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<(Response<Incoming>, Lease<'a>), ClientError> {
+        loop {
+            let (mut sender, pooled) = match self.pooled(origin) {
+                Some(sender) => (sender, true),
+                None => (self.connect(origin).await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let lease = Lease {
+                        client: self,
+                        origin,
+                        sender,
+                    };
+                    return Ok((response, lease));
+                }
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) if pooled => request = unsent,
+                    _ => return Err(ClientError::Http(err.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open; older idle ones past
+    /// `POOL_IDLE_TIMEOUT` are closed on the way.
+    fn pooled(&self, origin: &Origin) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = idle.get_mut(origin)?;
+        let now = Instant::now();
+        let expired = idle.partition_point(|i| now.duration_since(i.since) > POOL_IDLE_TIMEOUT);
+        idle.drain(..expired);
+        while let Some(Idle { sender, .. }) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, origin: &Origin) -> Result<Sender, ClientError> {
+        let tcp = TcpStream::connect((origin.host.as_str(), origin.port))
+            .await
+            .map_err(|source| ClientError::Connect {
+                origin: origin.clone(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        if !origin.https {
+            return handshake(tcp).await;
+        }
+        let name = ServerName::try_from(origin.host.clone()).map_err(|err| ClientError::Tls {
+            origin: origin.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, err),
+        })?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|source| ClientError::Tls {
+                origin: origin.clone(),
+                source,
+            })?;
+        handshake(tls).await
+    }
+}
+
+/// HTTP/1.1 over `io`; the connection is driven by a task of the calling worker's runtime
+/// and ends when its sender is dropped or the upstream closes it.
+async fn handshake<T>(io: T) -> Result<Sender, ClientError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(ClientError::Http)?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// The system's CA certificates; none if they cannot be read (plain-http upstreams still

@@ -10,16 +10,18 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 
-use crate::client::HttpClient;
+use hyper::body::Incoming;
+
+use crate::client::{Client, ClientError};
+use crate::route::Upstream;
 
 /// Most bytes of an upstream's body passed back to the sender: the status is what a sender
 /// acts on, and the bound keeps a misbehaving upstream from costing memory.
 pub const MAX_REPLY_BODY_BYTES: usize = 64 * 1024;
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1), plus
-/// `host` and `content-length`, which are set for the upstream request, and `expect`,
-/// since the body is already complete.
-const HOP_BY_HOP: [HeaderName; 11] = [
+/// `expect`, since the body is already complete. (`host` is replaced by the upstream's.)
+const HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -29,7 +31,6 @@ const HOP_BY_HOP: [HeaderName; 11] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
-    header::HOST,
     header::EXPECT,
 ];
 
@@ -41,93 +42,123 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub const HOOKWALL_ROUTE: HeaderName = HeaderName::from_static("hookwall-route");
 pub const HOOKWALL_EVENT_TYPE: HeaderName = HeaderName::from_static("hookwall-event-type");
 
-/// What hookwall saw of the sender, for the `X-Forwarded-*` headers.
-#[derive(Debug, Clone, Copy)]
+/// What hookwall saw of the sender, for the `X-Forwarded-*` headers; made once per
+/// connection.
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// The peer's IP address as a header value.
+    pub ip: HeaderValue,
 }
 
-/// The upstream request's headers: every end-to-end header of the sender's request
-/// (the svix-* ones too, so a backend may verify again), minus hop-by-hop ones and any
-/// `hookwall-*` the sender made up, plus `X-Forwarded-*` and the trusted `hookwall-*`.
-pub fn upstream_headers(
-    incoming: &HeaderMap,
-    peer: &Peer,
-    authority: Option<&str>,
-    trust_forwarded: bool,
-    route: &HeaderValue,
-    event_type: &str,
-    body_len: usize,
-) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(incoming.len() + 6);
-    // Headers the sender named in `Connection` are hop-by-hop too.
-    let named: Vec<&str> = incoming
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let spoofable = |name: &HeaderName| {
-        !trust_forwarded
-            && [
-                &X_FORWARDED_FOR,
-                &X_FORWARDED_PROTO,
-                &X_FORWARDED_HOST,
-                &X_REAL_IP,
-                &FORWARDED,
-            ]
-            .contains(&name)
-    };
-    for (name, value) in incoming {
-        if HOP_BY_HOP.contains(name)
-            || *name == header::CONTENT_LENGTH
-            || *name == X_FORWARDED_FOR
-            || name.as_str().starts_with("hookwall-")
-            || spoofable(name)
-            || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str()))
-        {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+impl Peer {
+    pub fn new(addr: SocketAddr, tls: bool) -> Peer {
+        let ip = HeaderValue::try_from(addr.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Peer { addr, tls, ip }
     }
+}
 
-    let peer_ip = peer.addr.ip().to_string();
-    let forwarded_for = if trust_forwarded {
-        let earlier: Vec<&str> = incoming
-            .get_all(&X_FORWARDED_FOR)
+/// What the upstream request carries besides the sender's headers.
+pub struct Additions<'a> {
+    pub peer: &'a Peer,
+    pub trust_forwarded: bool,
+    /// `Host` for the upstream.
+    pub host: &'a HeaderValue,
+    /// The sender's authority when its request had no `Host` (HTTP/2).
+    pub authority: Option<&'a str>,
+    pub route: &'a HeaderValue,
+    pub event_type: &'a str,
+    pub body_len: usize,
+}
+
+/// Turns the sender's headers into the upstream request's, in place (nothing is copied):
+/// every end-to-end header stays (the svix-* ones too, so a backend may verify again);
+/// hop-by-hop ones and any `hookwall-*` the sender made up go; `Host` becomes the
+/// upstream's; `X-Forwarded-*` and the trusted `hookwall-*` are added.
+pub fn upstream_headers(headers: &mut HeaderMap, add: &Additions<'_>) {
+    // Headers the sender named in `Connection` are hop-by-hop too.
+    if let header::Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
+        let values: Vec<HeaderValue> = entry.remove_entry_mult().1.collect();
+        for name in values
             .iter()
             .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+        {
+            headers.remove(name.trim());
+        }
+    }
+    let sender_host = headers.remove(header::HOST);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if headers
+        .keys()
+        .any(|name| name.as_str().starts_with("hookwall-"))
+    {
+        let made_up: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("hookwall-"))
+            .cloned()
             .collect();
-        if earlier.is_empty() {
-            peer_ip
-        } else {
-            format!("{}, {peer_ip}", earlier.join(", "))
+        for name in made_up {
+            headers.remove(name);
         }
-    } else {
-        peer_ip
+    }
+
+    let earlier: Vec<HeaderValue> = match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+        header::Entry::Vacant(_) => Vec::new(),
     };
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
-        out.insert(X_FORWARDED_FOR, value);
-    }
-    if !out.contains_key(&X_FORWARDED_PROTO) {
-        let proto = if peer.tls { "https" } else { "http" };
-        out.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if !out.contains_key(&X_FORWARDED_HOST) {
-        if let Some(value) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
-            out.insert(X_FORWARDED_HOST, value);
+    if !add.trust_forwarded {
+        for name in [
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_REAL_IP,
+            &FORWARDED,
+        ] {
+            headers.remove(name);
         }
     }
-    out.insert(HOOKWALL_ROUTE, route.clone());
-    if !event_type.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(event_type) {
-            out.insert(HOOKWALL_EVENT_TYPE, value);
+    let mut chain: Vec<&str> = earlier
+        .iter()
+        .filter(|_| add.trust_forwarded)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded_for = if chain.is_empty() {
+        add.peer.ip.clone()
+    } else {
+        chain.extend(add.peer.ip.to_str().ok());
+        HeaderValue::try_from(chain.join(", ")).unwrap_or_else(|_| add.peer.ip.clone())
+    };
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        let proto = if add.peer.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        let host =
+            sender_host.or_else(|| add.authority.and_then(|a| HeaderValue::from_str(a).ok()));
+        if let Some(host) = host {
+            headers.insert(X_FORWARDED_HOST, host);
         }
     }
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
-    out
+    headers.insert(header::HOST, add.host.clone());
+    headers.insert(HOOKWALL_ROUTE, add.route.clone());
+    if !add.event_type.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(add.event_type) {
+            headers.insert(HOOKWALL_EVENT_TYPE, value);
+        }
+    }
+    // Kept as sent when it is the length read (it always is, unless the body came chunked).
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared != Some(add.body_len) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(add.body_len));
+    }
 }
 
 /// What an upstream answered, as passed back to the sender.
@@ -144,54 +175,79 @@ pub struct UpstreamReply {
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("upstream unreachable or refused: {0}")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] ClientError),
     #[error("upstream reset before its body ended: {0}")]
     Body(#[source] hyper::Error),
     #[error("upstream took longer than {0:?}")]
     Timeout(Duration),
 }
 
-/// Sends one request and reads the answer, all within `timeout`.
+/// Sends one request and reads the answer, all within `timeout`. The connection goes back
+/// to the pool only when the answer was read to its end.
 pub async fn send(
-    client: &HttpClient,
-    uri: Uri,
+    client: &Client,
+    upstream: &Upstream,
+    target: Uri,
     headers: HeaderMap,
     body: Bytes,
     timeout: Duration,
 ) -> Result<UpstreamReply, ForwardError> {
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = Method::POST;
-    *request.uri_mut() = uri;
+    *request.uri_mut() = target;
     *request.headers_mut() = headers;
     let exchange = async {
-        let response = client
-            .request(request)
+        let (response, lease) = client
+            .send(&upstream.origin, request)
             .await
             .map_err(ForwardError::Connect)?;
-        let (parts, mut body) = response.into_parts();
-        let mut read = BytesMut::new();
-        while read.len() < MAX_REPLY_BODY_BYTES {
-            match body.frame().await {
-                None => break,
-                Some(Err(err)) => return Err(ForwardError::Body(err)),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        let room = MAX_REPLY_BODY_BYTES - read.len();
-                        read.extend_from_slice(&data[..data.len().min(room)]);
-                    }
-                }
-            }
+        let (mut parts, body) = response.into_parts();
+        let (body, ended) = read_reply(body).await?;
+        if ended {
+            lease.reuse();
         }
         Ok(UpstreamReply {
             status: parts.status,
-            content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
-            retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
-            body: read.freeze(),
+            content_type: parts.headers.remove(header::CONTENT_TYPE),
+            retry_after: parts.headers.remove(header::RETRY_AFTER),
+            body,
         })
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ForwardError::Timeout(timeout))?
+}
+
+/// The upstream's body up to `MAX_REPLY_BODY_BYTES`, and whether it ended there. A body
+/// that arrives in one piece is not copied.
+async fn read_reply(mut body: Incoming) -> Result<(Bytes, bool), ForwardError> {
+    let mut whole = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    let ended = loop {
+        let held = joined.as_ref().map_or(whole.len(), BytesMut::len);
+        if held >= MAX_REPLY_BODY_BYTES {
+            break false;
+        }
+        let data = match body.frame().await {
+            None => break true,
+            Some(Err(err)) => return Err(ForwardError::Body(err)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data.slice(..data.len().min(MAX_REPLY_BODY_BYTES - held)),
+                Err(_) => continue,
+            },
+        };
+        match &mut joined {
+            Some(buf) => buf.extend_from_slice(&data),
+            None if whole.is_empty() => whole = data,
+            None => {
+                let mut buf = BytesMut::with_capacity(whole.len() + data.len());
+                buf.extend_from_slice(&whole);
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
+        }
+    };
+    Ok((joined.map_or(whole, BytesMut::freeze), ended))
 }
 
 #[cfg(test)]
@@ -223,24 +279,29 @@ mod tests {
     }
 
     fn peer() -> Peer {
-        Peer {
-            addr: "10.1.2.3:5555".parse().unwrap(),
-            tls: false,
-        }
+        Peer::new("10.1.2.3:5555".parse().unwrap(), false)
+    }
+
+    fn rewrite(trust_forwarded: bool, event_type: &str, body_len: usize) -> HeaderMap {
+        let mut headers = incoming();
+        upstream_headers(
+            &mut headers,
+            &Additions {
+                peer: &peer(),
+                trust_forwarded,
+                host: &HeaderValue::from_static("127.0.0.1:3000"),
+                authority: None,
+                route: &HeaderValue::from_static("clerk"),
+                event_type,
+                body_len,
+            },
+        );
+        headers
     }
 
     #[test]
     fn untrusted_senders_get_their_forwarding_headers_replaced() {
-        let route = HeaderValue::from_static("clerk");
-        let out = upstream_headers(
-            &incoming(),
-            &peer(),
-            Some("hooks.example.com"),
-            false,
-            &route,
-            "user.created",
-            42,
-        );
+        let out = rewrite(false, "user.created", 42);
         assert_eq!(out["svix-id"], "msg_1");
         assert_eq!(out["svix-signature"], "v1,abc");
         assert_eq!(out["content-type"], "application/json");
@@ -250,8 +311,9 @@ mod tests {
         assert_eq!(out["x-forwarded-host"], "hooks.example.com");
         assert_eq!(out["hookwall-route"], "clerk");
         assert_eq!(out["hookwall-event-type"], "user.created");
+        assert_eq!(out["host"], "127.0.0.1:3000");
+        assert_eq!(out.get_all("host").iter().count(), 1);
         for gone in [
-            "host",
             "connection",
             "x-secret-hop",
             "transfer-encoding",
@@ -266,13 +328,37 @@ mod tests {
 
     #[test]
     fn a_trusted_ingress_keeps_its_forwarding_headers() {
-        let route = HeaderValue::from_static("clerk");
-        let out = upstream_headers(&incoming(), &peer(), Some("internal"), true, &route, "", 0);
+        let out = rewrite(true, "", 0);
         assert_eq!(out["x-forwarded-for"], "6.6.6.6, 10.1.2.3");
         assert_eq!(out["x-forwarded-proto"], "gopher");
         assert_eq!(out["x-forwarded-host"], "evil.example");
         assert_eq!(out["x-real-ip"], "6.6.6.6");
         // An empty event type sends no header.
         assert!(!out.contains_key("hookwall-event-type"));
+    }
+
+    #[test]
+    fn the_sent_length_is_kept_only_when_it_is_the_length_read() {
+        let out = rewrite(false, "", 999);
+        assert_eq!(out["content-length"], "999");
+        assert_eq!(out.get_all("content-length").iter().count(), 1);
+        let mut headers = incoming();
+        headers.remove("content-length");
+        headers.remove("host");
+        upstream_headers(
+            &mut headers,
+            &Additions {
+                peer: &peer(),
+                trust_forwarded: false,
+                host: &HeaderValue::from_static("up"),
+                authority: Some("h2.example.com"),
+                route: &HeaderValue::from_static("clerk"),
+                event_type: "",
+                body_len: 7,
+            },
+        );
+        assert_eq!(headers["content-length"], "7");
+        // Without a Host (HTTP/2), the request's authority is the forwarded host.
+        assert_eq!(headers["x-forwarded-host"], "h2.example.com");
     }
 }

@@ -66,7 +66,7 @@ struct Trace {
 pub async fn handle(
     shared: &Shared,
     request: Request<Incoming>,
-    peer: Peer,
+    peer: &Peer,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let _in_flight = InFlight::start(&shared.metrics.in_flight_requests);
@@ -217,7 +217,7 @@ async fn handle_inner(
     shared: &Shared,
     live: &Live,
     request: Request<Incoming>,
-    peer: Peer,
+    peer: &Peer,
     trace: &mut Trace,
 ) -> Result<Done, Reject> {
     check_header_limits(request.headers(), live.limits())?;
@@ -275,25 +275,24 @@ async fn handle_inner(
         Err(Seen::InFlight) | Err(Seen::New) => return Err(Reject::InFlight),
     };
 
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
-    let headers = forward::upstream_headers(
-        &parts.headers,
-        &peer,
-        authority,
-        live.config.listen.trust_forwarded_headers,
-        &route.name_header,
-        event.as_str(),
-        body.len(),
+    let mut headers = parts.headers;
+    forward::upstream_headers(
+        &mut headers,
+        &forward::Additions {
+            peer,
+            trust_forwarded: live.config.listen.trust_forwarded_headers,
+            host: &upstream.host,
+            authority: parts.uri.authority().map(|a| a.as_str()),
+            route: &route.name_header,
+            event_type: event.as_str(),
+            body_len: body.len(),
+        },
     );
-    let uri = upstream.with_query(parts.uri.query());
     let started = Instant::now();
     let reply = forward::send(
         route.client(),
-        uri,
+        upstream,
+        upstream.target(parts.uri.query()),
         headers,
         body,
         route.route.upstream_timeout,

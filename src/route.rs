@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use http::Uri;
+use http::{HeaderValue, Uri};
 
 /// Longest event type used for routing; longer ones route as "" and count as `_invalid`.
 pub const MAX_EVENT_TYPE_BYTES: usize = 128;
@@ -90,7 +90,7 @@ impl Glob {
 /// Where a verified event goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Forward(Upstream),
+    Forward(Box<Upstream>),
     Drop,
 }
 
@@ -127,31 +127,93 @@ impl Rules {
     }
 }
 
-/// An http(s) upstream URL, parsed at load.
+/// An http(s) upstream URL, parsed at load into what each forward needs: the origin to
+/// connect to, the `Host` header and the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub uri: Uri,
+    pub origin: Origin,
+    /// The upstream's authority without user info, as `Host` carries it.
+    pub host: HeaderValue,
+    /// The upstream's path and query (origin form), the request target to send.
+    path: Uri,
+}
+
+/// Where connections go: an upstream pool is kept per origin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub https: bool,
+    /// A name, an IPv4 address, or an IPv6 address without its brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl Upstream {
-    /// The URL to forward to, with the listener's query appended (`&` when the upstream
-    /// already has a query of its own).
-    pub fn with_query(&self, query: Option<&str>) -> Uri {
+    /// An absolute `http://` or `https://` URL.
+    pub fn parse(text: &str) -> Result<Upstream, String> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|err| format!("{text:?} is not a URL: {err}"))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{text:?} is not an http(s) URL")),
+        };
+        let Some(authority) = uri.authority() else {
+            return Err(format!("{text:?} is not an http(s) URL"));
+        };
+        let host = authority.host();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host_header = match authority.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let host_header = HeaderValue::from_str(&host_header)
+            .map_err(|_| format!("{text:?} has a host that cannot be a Host header"))?;
+        let origin = Origin {
+            https,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+        };
+        let path = uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .parse()
+            .map_err(|err| format!("{text:?} has an invalid path: {err}"))?;
+        Ok(Upstream {
+            uri,
+            origin,
+            host: host_header,
+            path,
+        })
+    }
+
+    /// The request target to send (origin form: path and query), with the listener's query
+    /// appended (`&` when the upstream already has a query of its own).
+    pub fn target(&self, query: Option<&str>) -> Uri {
         let Some(query) = query.filter(|q| !q.is_empty()) else {
-            return self.uri.clone();
+            return self.path.clone();
         };
-        let path = self.uri.path();
-        let path_and_query = match self.uri.query() {
-            Some(own) if !own.is_empty() => format!("{path}?{own}&{query}"),
-            _ => format!("{path}?{query}"),
+        let target = match self.path.query() {
+            Some(own) if !own.is_empty() => format!("{}?{own}&{query}", self.path.path()),
+            _ => format!("{}?{query}", self.path.path()),
         };
-        let mut parts = self.uri.clone().into_parts();
-        match path_and_query.parse() {
-            Ok(pq) => parts.path_and_query = Some(pq),
-            // The query came from a request hyper already parsed; keep the upstream as is.
-            Err(_) => return self.uri.clone(),
-        }
-        Uri::from_parts(parts).unwrap_or_else(|_| self.uri.clone())
+        // The query came from a request hyper already parsed; keep the upstream's own if not.
+        target.parse().unwrap_or_else(|_| self.path.clone())
     }
 }
 
@@ -216,13 +278,11 @@ mod tests {
 
     #[test]
     fn first_matching_rule_decides() {
-        let up = Upstream {
-            uri: "http://127.0.0.1:3000/billing".parse().unwrap(),
-        };
+        let up = Upstream::parse("http://127.0.0.1:3000/billing").unwrap();
         let rules = Rules(vec![
             Rule {
                 events: vec![Glob::new("invoice.*"), Glob::new("subscription.updated")],
-                action: Action::Forward(up.clone()),
+                action: Action::Forward(Box::new(up.clone())),
             },
             Rule {
                 events: vec![Glob::new("session.*"), Glob::new("invoice.paid")],
@@ -238,21 +298,27 @@ mod tests {
 
     #[test]
     fn query_is_appended() {
-        let plain = Upstream {
-            uri: "http://h:1/p".parse().unwrap(),
-        };
-        let with = Upstream {
-            uri: "http://h:1/p?a=1".parse().unwrap(),
-        };
-        assert_eq!(plain.with_query(None).to_string(), "http://h:1/p");
-        assert_eq!(
-            plain.with_query(Some("b=2")).to_string(),
-            "http://h:1/p?b=2"
-        );
-        assert_eq!(
-            with.with_query(Some("b=2")).to_string(),
-            "http://h:1/p?a=1&b=2"
-        );
-        assert_eq!(with.with_query(Some("")).to_string(), "http://h:1/p?a=1");
+        let plain = Upstream::parse("http://h:1/p").unwrap();
+        let with = Upstream::parse("http://h:1/p?a=1").unwrap();
+        assert_eq!(plain.target(None), "/p");
+        assert_eq!(plain.target(Some("b=2")), "/p?b=2");
+        assert_eq!(with.target(Some("b=2")), "/p?a=1&b=2");
+        assert_eq!(with.target(Some("")), "/p?a=1");
+        assert_eq!(Upstream::parse("http://h").unwrap().target(None), "/");
+    }
+
+    #[test]
+    fn upstreams_parse_into_origin_and_host() {
+        let up = Upstream::parse("https://user:pw@api.example.com/hooks").unwrap();
+        assert_eq!(up.host, "api.example.com");
+        assert_eq!(up.origin.to_string(), "https://api.example.com:443");
+        let up = Upstream::parse("http://[::1]:8080/").unwrap();
+        assert_eq!(up.host, "[::1]:8080");
+        assert_eq!(up.origin.host, "::1");
+        assert_eq!(up.origin.to_string(), "http://[::1]:8080");
+        assert_eq!(Upstream::parse("http://h/").unwrap().origin.port, 80);
+        for bad in ["ftp://h/", "/relative", "h:1", "http://"] {
+            assert!(Upstream::parse(bad).is_err(), "{bad}");
+        }
     }
 }

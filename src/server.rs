@@ -166,15 +166,14 @@ async fn accept_loop(
         let builder = builder(&limits);
         let watcher = graceful.watcher();
         let shared = shared.clone();
-        let peer = Peer {
-            addr,
-            tls: tls.is_some(),
-        };
+        let peer = Arc::new(Peer::new(addr, tls.is_some()));
         tokio::spawn(async move {
             let _guard = guard;
             let service = service_fn(move |request| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(crate::pipeline::handle(&shared, request, peer).await) }
+                let (shared, peer) = (shared.clone(), peer.clone());
+                async move {
+                    Ok::<_, Infallible>(crate::pipeline::handle(&shared, request, &peer).await)
+                }
             });
             let result = match tls {
                 None => {

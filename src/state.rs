@@ -12,7 +12,7 @@ use http::HeaderValue;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::client::HttpClient;
+use crate::client::Client;
 use crate::config::{Config, Limits, Route};
 use crate::dedup::{Dedup, Seen};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
@@ -24,7 +24,7 @@ pub struct RouteState {
     pub metrics: RouteMetrics,
     /// One client (connection pool) per worker: a pooled connection is driven by the
     /// worker that uses it.
-    clients: Vec<HttpClient>,
+    clients: Vec<Arc<Client>>,
     /// Bounds concurrent forwards (`max_in_flight`).
     pub forwards: Arc<Semaphore>,
     /// `hookwall-route`, built once.
@@ -33,7 +33,7 @@ pub struct RouteState {
 
 impl RouteState {
     /// The calling worker's client.
-    pub fn client(&self) -> &HttpClient {
+    pub fn client(&self) -> &Client {
         &self.clients[crate::server::worker_index() % self.clients.len()]
     }
 }
@@ -51,12 +51,15 @@ impl Live {
     pub fn new(
         config: Config,
         metrics: &Metrics,
-        default_clients: &[HttpClient],
+        default_clients: &[Arc<Client>],
     ) -> Result<Live, TlsError> {
         let mut routes = HashMap::new();
         for route in &config.routes {
             let clients = match &route.ca_file {
-                Some(ca) => crate::client::build_many(Some(ca), default_clients.len())?,
+                Some(ca) => crate::client::build_many(Some(ca), default_clients.len())?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect(),
                 None => default_clients.to_vec(),
             };
             let state = RouteState {
@@ -100,14 +103,17 @@ pub struct Shared {
     /// `/readyz`: true once both listeners are bound, false from the first shutdown signal.
     pub ready: AtomicBool,
     /// Per worker, the client for routes without their own CA bundle.
-    pub default_clients: Vec<HttpClient>,
+    pub default_clients: Vec<Arc<Client>>,
 }
 
 impl Shared {
     pub fn new(config: Config, workers: usize) -> Result<Shared, TlsError> {
         let metrics = Metrics::new();
         let unmatched = metrics.route(UNMATCHED, 0);
-        let default_clients = crate::client::build_many(None, workers)?;
+        let default_clients: Vec<Arc<Client>> = crate::client::build_many(None, workers)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let dedup = Dedup::new(
             NonZeroUsize::new(config.dedup.capacity).unwrap_or(NonZeroUsize::MIN),
             config.dedup.ttl,

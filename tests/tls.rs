@@ -40,12 +40,16 @@ fn pki(name: &str) -> Pki {
 async fn post_tls(ca_file: &Path, url: &str, id: &str) -> Result<u16, BoxError> {
     let client = hookwall::client::build(Some(ca_file))?;
     let body = event("user.created");
-    let mut request = http::Request::post(url);
+    let upstream = hookwall::route::Upstream::parse(url)?;
+    let mut request = http::Request::post(upstream.target(None)).header("host", &upstream.host);
     for (k, v) in signed(SECRET, id, now(), &body) {
         request = request.header(k, v);
     }
-    let response = client
-        .request(request.body(Full::new(Bytes::from(body)))?)
+    let (response, _connection) = client
+        .send(
+            &upstream.origin,
+            request.body(Full::new(Bytes::from(body)))?,
+        )
         .await?;
     let status = response.status().as_u16();
     response.into_body().collect().await?;

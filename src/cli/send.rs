@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, Request};
 use http_body_util::{BodyExt as _, Full};
 
 use super::{code, exit};
+use crate::route::Upstream;
 use crate::secret::{Key, SecretSource};
 use crate::sign::Signer;
 
@@ -135,10 +136,10 @@ pub async fn run(args: SendArgs) -> ExitCode {
             }
         },
     };
-    let uri: http::Uri = match args.url.parse() {
-        Ok(uri) => uri,
-        Err(err) => {
-            eprintln!("hookwall send: {:?} is not a URL: {err}", args.url);
+    let upstream = match Upstream::parse(&args.url) {
+        Ok(upstream) => upstream,
+        Err(message) => {
+            eprintln!("hookwall send: {message}");
             return code(exit::CONFIG);
         }
     };
@@ -147,8 +148,9 @@ pub async fn run(args: SendArgs) -> ExitCode {
 
     let mut request = Request::new(Full::new(Bytes::from(body.clone())));
     *request.method_mut() = Method::POST;
-    *request.uri_mut() = uri;
+    *request.uri_mut() = upstream.target(None);
     let headers = request.headers_mut();
+    headers.insert(http::header::HOST, upstream.host.clone());
     headers.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -168,13 +170,10 @@ pub async fn run(args: SendArgs) -> ExitCode {
         }
     };
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| {
-            // hyper-util's error says little on its own; its source says what failed.
-            match std::error::Error::source(&e) {
-                Some(source) => format!("{e}: {source}"),
-                None => e.to_string(),
-            }
-        })?;
+        let (response, _connection) = client
+            .send(&upstream.origin, request)
+            .await
+            .map_err(|e| e.to_string())?;
         let (parts, body) = response.into_parts();
         let bytes = body
             .collect()

@@ -56,19 +56,9 @@ fn at_least_one<T: PartialOrd + From<u8> + fmt::Display>(
 }
 
 fn upstream(problems: &mut Problems, key: &str, text: &str) -> Option<Upstream> {
-    let uri: http::Uri = match text.parse() {
-        Ok(uri) => uri,
-        Err(err) => {
-            problems.add(key, format!("{text:?} is not a URL: {err}"));
-            return None;
-        }
-    };
-    let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
-    if !scheme_ok || uri.authority().is_none() {
-        problems.add(key, format!("{text:?} is not an http(s) URL"));
-        return None;
-    }
-    Some(Upstream { uri })
+    Upstream::parse(text)
+        .map_err(|message| problems.add(key, message))
+        .ok()
 }
 
 pub(super) fn build(
@@ -306,7 +296,7 @@ fn build_route(
         (Some(url), None) => upstream(problems, &at("upstream"), &url).map(|up| {
             Rules(vec![Rule {
                 events: vec![Glob::new("*")],
-                action: Action::Forward(up),
+                action: Action::Forward(Box::new(up)),
             }])
         }),
         (None, Some(raw_rules)) => {
@@ -320,9 +310,8 @@ fn build_route(
                     problems.add(key("events"), "is empty: list at least one event pattern");
                 }
                 let action = match (rule.upstream, rule.action.as_deref()) {
-                    (Some(url), None) => {
-                        upstream(problems, &key("upstream"), &url).map(Action::Forward)
-                    }
+                    (Some(url), None) => upstream(problems, &key("upstream"), &url)
+                        .map(|up| Action::Forward(Box::new(up))),
                     (None, Some("drop")) => Some(Action::Drop),
                     (None, Some(other)) => {
                         problems.add(
