@@ -74,8 +74,11 @@ impl Lease<'_> {
         if self.sender.is_closed() {
             return;
         }
-        let mut idle = self.client.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let idle = idle.entry(self.origin.clone()).or_default();
+        let mut pool = self.client.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = match pool.get_mut(self.origin) {
+            Some(idle) => idle,
+            None => pool.entry(self.origin.clone()).or_default(),
+        };
         if idle.len() < POOL_MAX_IDLE {
             idle.push(Idle {
                 sender: self.sender,

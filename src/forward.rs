@@ -78,6 +78,8 @@ pub struct Additions<'a> {
 /// hop-by-hop ones and any `hookwall-*` the sender made up go; `Host` becomes the
 /// upstream's; `X-Forwarded-*` and the trusted `hookwall-*` are added.
 pub fn upstream_headers(headers: &mut HeaderMap, add: &Additions<'_>) {
+    // Room for what is added, grown once.
+    headers.reserve(6);
     // Headers the sender named in `Connection` are hop-by-hop too.
     if let header::Entry::Occupied(entry) = headers.entry(header::CONNECTION) {
         let values: Vec<HeaderValue> = entry.remove_entry_mult().1.collect();
@@ -165,8 +167,9 @@ pub fn upstream_headers(headers: &mut HeaderMap, add: &Additions<'_>) {
 #[derive(Debug, Clone)]
 pub struct UpstreamReply {
     pub status: StatusCode,
-    pub content_type: Option<HeaderValue>,
-    pub retry_after: Option<HeaderValue>,
+    /// Only the upstream's `content-type` and `retry-after` (in the map its response came
+    /// in, so passing them back allocates nothing).
+    pub headers: HeaderMap,
     /// At most `MAX_REPLY_BODY_BYTES`.
     pub body: Bytes,
 }
@@ -201,21 +204,36 @@ pub async fn send(
             .send(&upstream.origin, request)
             .await
             .map_err(ForwardError::Connect)?;
-        let (mut parts, body) = response.into_parts();
+        let (parts, body) = response.into_parts();
         let (body, ended) = read_reply(body).await?;
         if ended {
             lease.reuse();
         }
         Ok(UpstreamReply {
             status: parts.status,
-            content_type: parts.headers.remove(header::CONTENT_TYPE),
-            retry_after: parts.headers.remove(header::RETRY_AFTER),
+            headers: passed_back(parts.headers),
             body,
         })
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ForwardError::Timeout(timeout))?
+}
+
+/// Of the upstream's headers, those the sender gets: `content-type` and `retry-after`.
+fn passed_back(mut headers: HeaderMap) -> HeaderMap {
+    let content_type = headers.remove(header::CONTENT_TYPE);
+    let retry_after = headers.remove(header::RETRY_AFTER);
+    headers.clear();
+    headers.extend(
+        [
+            content_type.map(|v| (header::CONTENT_TYPE, v)),
+            retry_after.map(|v| (header::RETRY_AFTER, v)),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    headers
 }
 
 /// The upstream's body up to `MAX_REPLY_BODY_BYTES`, and whether it ended there. A body

@@ -142,13 +142,7 @@ fn rescue(result: Result<Done, Reject>) -> (Outcome, Response<Full<Bytes>>) {
             };
             let mut response = Response::new(Full::new(reply.body));
             *response.status_mut() = reply.status;
-            let headers = response.headers_mut();
-            if let Some(v) = reply.content_type {
-                headers.insert(header::CONTENT_TYPE, v);
-            }
-            if let Some(v) = reply.retry_after {
-                headers.insert(header::RETRY_AFTER, v);
-            }
+            *response.headers_mut() = reply.headers;
             (outcome, response)
         }
         Err(Reject::HeadersTooLarge) => refusal(
@@ -457,8 +451,10 @@ mod tests {
         }
         let reply = |status: u16| UpstreamReply {
             status: StatusCode::from_u16(status).unwrap(),
-            content_type: Some(HeaderValue::from_static("text/plain")),
-            retry_after: None,
+            headers: HeaderMap::from_iter([(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            )]),
             body: Bytes::from_static(b"ok"),
         };
         assert_eq!(

@@ -35,10 +35,17 @@ pub fn event_type(body: &[u8]) -> EventType<'_> {
     #[derive(serde::Deserialize)]
     struct Typed<'a> {
         #[serde(rename = "type", borrow)]
-        kind: Option<Cow<'a, str>>,
+        kind: Option<Text<'a>>,
     }
+    /// Borrowed from the body unless the JSON string has escapes (serde's `borrow` on a
+    /// plain `Option<Cow>` would always copy).
+    #[derive(serde::Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
     match serde_json::from_slice::<Typed<'_>>(body) {
-        Ok(Typed { kind: Some(kind) }) => {
+        Ok(Typed {
+            kind: Some(Text(kind)),
+        }) => {
             if kind.len() <= MAX_EVENT_TYPE_BYTES && kind.bytes().all(|b| b.is_ascii_graphic()) {
                 EventType::Valid(kind)
             } else {
@@ -265,6 +272,10 @@ mod tests {
             event_type(br#"{"type":"a\u002eb"}"#),
             EventType::Valid("a.b".into())
         );
+        assert!(matches!(
+            event_type(br#"{"type":"user.created"}"#),
+            EventType::Valid(Cow::Borrowed("user.created"))
+        ));
         assert_eq!(event_type(br#"{"data":{"type":"inner"}}"#), EventType::None);
         assert_eq!(event_type(br#"{"type":5}"#), EventType::None);
         assert_eq!(event_type(b"not json"), EventType::None);
