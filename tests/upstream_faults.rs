@@ -219,6 +219,41 @@ async fn keep_alive_connections_closed_behind_the_pools_back_lose_nothing() {
 }
 
 #[tokio::test]
+async fn sequential_forwards_reuse_a_pooled_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                while read_request(&mut stream).await.is_some() {
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(ok).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start(&route(addr, "2s")).await;
+    for i in 0..20 {
+        let (status, _) =
+            deliver(&proxy, "/hook", SECRET, &format!("msg_{i}"), "user.created").await;
+        assert_eq!(status, 200);
+    }
+    // One pool per worker: at most one connection each, however many requests.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=workers).contains(&connections),
+        "{connections} upstream connections for 20 sequential forwards"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_pool_recovers_when_the_upstream_comes_back() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
