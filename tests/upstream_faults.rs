@@ -253,6 +253,65 @@ async fn sequential_forwards_reuse_a_pooled_connection() {
     proxy.shutdown().await;
 }
 
+/// An upstream answering 200 to every request on `listener`; returns the `Host` headers seen.
+fn host_recorder(listener: TcpListener) -> Arc<Mutex<Vec<String>>> {
+    let hosts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = hosts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let host = head.lines().find_map(|l| l.strip_prefix("host: "));
+                seen.lock().unwrap().push(host.unwrap_or("").to_owned());
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    hosts
+}
+
+#[tokio::test]
+async fn upstreams_by_name_and_by_ipv6_address() {
+    // A name: resolved, each address tried in turn ("localhost" may resolve to ::1 first).
+    let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = v4.local_addr().unwrap().port();
+    let hosts = host_recorder(v4);
+    let toml = format!(
+        "[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"http://localhost:{port}/\"\n"
+    );
+    let proxy = Proxy::start(&toml).await;
+    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_name", "user.created").await;
+    assert_eq!(status, 200);
+    assert_eq!(*hosts.lock().unwrap(), [format!("localhost:{port}")]);
+    proxy.shutdown().await;
+
+    // An IPv6 literal: connected to without its brackets, sent with them in `Host`.
+    let v6 = TcpListener::bind("[::1]:0")
+        .await
+        .expect("the loopback interface has ::1");
+    let port = v6.local_addr().unwrap().port();
+    let hosts = host_recorder(v6);
+    let toml = format!(
+        "[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"http://[::1]:{port}/\"\n"
+    );
+    let proxy = Proxy::start(&toml).await;
+    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_v6", "user.created").await;
+    assert_eq!(status, 200);
+    assert_eq!(*hosts.lock().unwrap(), [format!("[::1]:{port}")]);
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_pool_recovers_when_the_upstream_comes_back() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
