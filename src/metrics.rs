@@ -128,7 +128,8 @@ pub struct Metrics {
     upstream_responses: IntCounterVec,
     events: IntCounterVec,
     pub dedup_entries: IntGauge,
-    dedup_evictions: IntCounterVec,
+    evicted_for_capacity: IntCounter,
+    evicted_expired: IntCounter,
     pub in_flight_requests: IntGauge,
     config_reloads: IntCounterVec,
     secret_matches: IntCounterVec,
@@ -318,9 +319,6 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for reason in ["capacity", "expired"] {
-            dedup_evictions.with_label_values(&[reason]);
-        }
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -333,7 +331,8 @@ impl Metrics {
             upstream_responses,
             events,
             dedup_entries,
-            dedup_evictions,
+            evicted_for_capacity: dedup_evictions.with_label_values(&["capacity"]),
+            evicted_expired: dedup_evictions.with_label_values(&["expired"]),
             in_flight_requests,
             config_reloads,
             secret_matches,
@@ -408,16 +407,8 @@ impl Metrics {
     }
 
     pub fn evictions(&self, evictions: crate::dedup::Evictions) {
-        if evictions.capacity > 0 {
-            self.dedup_evictions
-                .with_label_values(&["capacity"])
-                .inc_by(evictions.capacity);
-        }
-        if evictions.expired > 0 {
-            self.dedup_evictions
-                .with_label_values(&["expired"])
-                .inc_by(evictions.expired);
-        }
+        self.evicted_for_capacity.inc_by(evictions.capacity);
+        self.evicted_expired.inc_by(evictions.expired);
     }
 
     pub fn reload(&self, ok: bool) {

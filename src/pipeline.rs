@@ -54,10 +54,12 @@ pub enum Reject {
     Upstream(#[from] ForwardError),
 }
 
-/// What the log line and metrics need to know about a request, filled in as it goes.
+/// What the log line and metrics need to know about a request, filled in as it goes. The
+/// id and event type are copied only when the request's log line will be written.
 #[derive(Default)]
-struct Trace {
-    route: Option<std::sync::Arc<RouteState>>,
+struct Trace<'a> {
+    route: Option<&'a RouteState>,
+    logged: bool,
     id: Option<String>,
     event_type: Option<String>,
 }
@@ -71,13 +73,15 @@ pub async fn handle(
     let started = Instant::now();
     let _in_flight = InFlight::start(&shared.metrics.in_flight_requests);
     let live = shared.live();
-    let mut trace = Trace::default();
+    let mut trace = Trace {
+        logged: tracing::enabled!(tracing::Level::INFO),
+        ..Trace::default()
+    };
     let result = handle_inner(shared, &live, request, peer, &mut trace).await;
     let (outcome, response) = rescue(result);
 
     let route_metrics: &RouteMetrics = trace
         .route
-        .as_ref()
         .map_or(&shared.unmatched, |route| &route.metrics);
     route_metrics.request(outcome);
     let elapsed = started.elapsed();
@@ -87,7 +91,6 @@ pub async fn handle(
     tracing::info!(
         route = trace
             .route
-            .as_ref()
             .map_or(crate::metrics::UNMATCHED, |r| &*r.route.name),
         id = trace.id.as_deref().unwrap_or(""),
         event_type = trace.event_type.as_deref().unwrap_or(""),
@@ -207,19 +210,16 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     response
 }
 
-async fn handle_inner(
+async fn handle_inner<'a>(
     shared: &Shared,
-    live: &Live,
+    live: &'a Live,
     request: Request<Incoming>,
     peer: &Peer,
-    trace: &mut Trace,
+    trace: &mut Trace<'a>,
 ) -> Result<Done, Reject> {
     check_header_limits(request.headers(), live.limits())?;
-    let route = live
-        .route(request.uri().path())
-        .ok_or(Reject::NotFound)?
-        .clone();
-    trace.route = Some(route.clone());
+    let route = live.route(request.uri().path()).ok_or(Reject::NotFound)?;
+    trace.route = Some(route);
     if request.method() != Method::POST {
         return Err(Reject::MethodNotAllowed);
     }
@@ -227,7 +227,9 @@ async fn handle_inner(
     let body = read_body(body, &parts.headers, live.limits()).await?;
 
     let signed = SignedHeaders::from_headers(&parts.headers)?;
-    trace.id = Some(signed.id.to_owned());
+    if trace.logged {
+        trace.id = Some(signed.id.to_owned());
+    }
     let now = unix_now();
     let verified = route.route.verifier.verify(&signed, &body, now)?;
 
@@ -240,15 +242,14 @@ async fn handle_inner(
     route.metrics.last_verified.set(now as f64);
     let event = event_type(&body);
     shared.metrics.event(&route.metrics, &event);
-    if let EventType::Valid(name) = &event {
+    if let (true, EventType::Valid(name)) = (trace.logged, &event) {
         trace.event_type = Some(name.to_string());
     }
 
     // Held until the forward ends; refused before the id is claimed.
     let _permit = route
         .forwards
-        .clone()
-        .try_acquire_owned()
+        .try_acquire()
         .map_err(|_| Reject::Overloaded)?;
 
     let key = dedup::key(&route.route.name, signed.id);

@@ -26,7 +26,7 @@ pub struct RouteState {
     /// worker that uses it.
     clients: Vec<Arc<Client>>,
     /// Bounds concurrent forwards (`max_in_flight`).
-    pub forwards: Arc<Semaphore>,
+    pub forwards: Semaphore,
     /// `hookwall-route`, built once.
     pub name_header: HeaderValue,
 }
@@ -41,7 +41,7 @@ impl RouteState {
 /// One loaded config.
 pub struct Live {
     pub config: Config,
-    routes: HashMap<String, Arc<RouteState>>,
+    routes: HashMap<String, RouteState>,
     pub tls: Option<TlsAcceptor>,
 }
 
@@ -65,13 +65,13 @@ impl Live {
             let state = RouteState {
                 metrics: metrics.route(&route.name, route.secrets.len()),
                 clients,
-                forwards: Arc::new(Semaphore::new(route.max_in_flight)),
+                forwards: Semaphore::new(route.max_in_flight),
                 // Config validation keeps names to visible ASCII.
                 name_header: HeaderValue::from_str(&route.name)
                     .unwrap_or(HeaderValue::from_static("_invalid")),
                 route: route.clone(),
             };
-            routes.insert(route.path.clone(), Arc::new(state));
+            routes.insert(route.path.clone(), state);
         }
         let tls = config
             .listen
@@ -85,7 +85,7 @@ impl Live {
         })
     }
 
-    pub fn route(&self, path: &str) -> Option<&Arc<RouteState>> {
+    pub fn route(&self, path: &str) -> Option<&RouteState> {
         self.routes.get(path)
     }
 
