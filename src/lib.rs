@@ -83,27 +83,34 @@ pub async fn run(
 /// Loads the config file again, secrets and TLS files included. A config that fails is
 /// refused and the old one keeps serving; what needs a restart keeps its old value.
 async fn reload(shared: &Shared) {
-    let old = shared.live();
-    let file = old.config.file.clone();
-    let loaded = tokio::task::spawn_blocking(move || Config::load(&file)).await;
-    let mut new = match loaded {
-        Ok(Ok(config)) => config,
-        Ok(Err(err)) => {
-            for problem in err.to_string().lines() {
+    match load_again(shared).await {
+        Ok(live) => {
+            let routes = live.config.routes.len();
+            shared.swap(live);
+            shared.metrics.reload(true);
+            tracing::info!(routes, "config reloaded");
+        }
+        Err(problems) => {
+            for problem in problems.lines() {
                 tracing::error!(
                     problem,
                     "config reload refused; the old config keeps serving"
                 );
             }
             shared.metrics.reload(false);
-            return;
         }
-        Err(err) => {
-            tracing::error!(error = %err, "config reload failed");
-            shared.metrics.reload(false);
-            return;
-        }
-    };
+    }
+}
+
+/// The config as the file says now, with what needs a restart kept as it was; the
+/// problems (one a line) if it cannot be used.
+async fn load_again(shared: &Shared) -> Result<Live, String> {
+    let old = shared.live();
+    let file = old.config.file.clone();
+    let mut new = tokio::task::spawn_blocking(move || Config::load(&file))
+        .await
+        .map_err(|err| err.to_string())?
+        .map_err(|err| err.to_string())?;
 
     let was = &old.config;
     let same_tls_files = match (&was.listen.tls, &new.listen.tls) {
@@ -121,14 +128,8 @@ async fn reload(shared: &Shared) {
         let mut listen = was.listen.clone();
         // Same files as before, read again: a rotated certificate still takes effect.
         if let Some(tls) = &mut listen.tls {
-            match tls::load_server_config(&tls.cert, &tls.key) {
-                Ok(server) => tls.server = server,
-                Err(err) => {
-                    tracing::error!(error = %err, "config reload refused; the old config keeps serving");
-                    shared.metrics.reload(false);
-                    return;
-                }
-            }
+            tls.server =
+                tls::load_server_config(&tls.cert, &tls.key).map_err(|err| err.to_string())?;
         }
         new.listen = listen;
     }
@@ -141,17 +142,5 @@ async fn reload(shared: &Shared) {
         new.log.format = was.log.format;
     }
     logging::set_level(&new.log.level);
-
-    match Live::new(new, &shared.metrics, &shared.default_clients) {
-        Ok(live) => {
-            let routes = live.config.routes.len();
-            shared.swap(live);
-            shared.metrics.reload(true);
-            tracing::info!(routes, "config reloaded");
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "config reload refused; the old config keeps serving");
-            shared.metrics.reload(false);
-        }
-    }
+    Live::new(new, &shared.metrics, &shared.default_clients).map_err(|err| err.to_string())
 }
