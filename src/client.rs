@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::route::Origin;
+use crate::route::{Origin, Upstream};
 use crate::tls::{load_roots, TlsError};
 
 /// How long an idle upstream connection is kept for reuse: under the 60-75 s idle timeouts
@@ -86,6 +86,18 @@ impl Lease<'_> {
             });
         }
     }
+}
+
+/// A request to `upstream` as `Client::send` wants it: the upstream's path as target and
+/// its authority as `Host`.
+pub fn request_to(upstream: &Upstream, method: Method, body: Bytes) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = upstream.target(None);
+    request
+        .headers_mut()
+        .insert(http::header::HOST, upstream.host.clone());
+    request
 }
 
 /// A client trusting `ca_file` if given, else the system's roots.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 /// A CA and a certificate it signed for localhost / 127.0.0.1, all PEM.
@@ -41,16 +41,16 @@ async fn post_tls(ca_file: &Path, url: &str, id: &str) -> Result<u16, BoxError> 
     let client = hookwall::client::build(Some(ca_file))?;
     let body = event("user.created");
     let upstream = hookwall::route::Upstream::parse(url)?;
-    let mut request = http::Request::post(upstream.target(None)).header("host", &upstream.host);
-    for (k, v) in signed(SECRET, id, now(), &body) {
-        request = request.header(k, v);
+    let headers = signed(SECRET, id, now(), &body);
+    let mut request =
+        hookwall::client::request_to(&upstream, http::Method::POST, Bytes::from(body));
+    for (k, v) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::try_from(k)?,
+            http::HeaderValue::try_from(v)?,
+        );
     }
-    let (response, _connection) = client
-        .send(
-            &upstream.origin,
-            request.body(Full::new(Bytes::from(body)))?,
-        )
-        .await?;
+    let (response, _connection) = client.send(&upstream.origin, request).await?;
     let status = response.status().as_u16();
     response.into_body().collect().await?;
     Ok(status)

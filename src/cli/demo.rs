@@ -12,16 +12,17 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::send::{clerk_event, new_id, signed_headers, unix_now, HeaderFamily};
 use super::{code, exit};
+use crate::client::request_to;
 use crate::config::Config;
+use crate::route::Upstream;
 use crate::secret::{Key, BASE64};
 use crate::sign::Signer;
 use crate::Control;
@@ -315,7 +316,8 @@ async fn demo() -> Result<bool, Box<dyn std::error::Error>> {
     let running = tokio::spawn(crate::run(config, public, admin, requests));
 
     println!("hookwall demo: backend {backend}, proxy {proxy}, admin {admin_addr}\n");
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = crate::client::build(None)?;
+    let endpoint = |path: &str| Upstream::parse(&format!("http://{proxy}{path}"));
     let cases = cases(&ed25519);
     let mut ids: Vec<String> = Vec::new();
     let mut all_ok = true;
@@ -332,9 +334,12 @@ async fn demo() -> Result<bool, Box<dyn std::error::Error>> {
         let body = clerk_event(case.event);
         let timestamp = unix_now().saturating_add_signed(case.timestamp_offset);
         let before = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
-        let mut request = Request::post(format!("http://{proxy}{}", case.path))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.clone())))?;
+        let endpoint = endpoint(case.path)?;
+        let mut request = request_to(&endpoint, Method::POST, Bytes::from(body.clone()));
+        request.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
         request.headers_mut().extend(signed_headers(
             &case.signer,
             case.family,
@@ -342,9 +347,10 @@ async fn demo() -> Result<bool, Box<dyn std::error::Error>> {
             timestamp,
             &body,
         ));
-        let response = client.request(request).await?;
+        let (response, connection) = client.send(&endpoint.origin, request).await?;
         let status = response.status();
         let reply = response.into_body().collect().await?.to_bytes();
+        connection.reuse();
         let reached = seen.lock().unwrap_or_else(|e| e.into_inner()).len() > before;
         let outcome = outcome_of(status, &reply);
         let ok = status.as_u16() == case.expect_status
@@ -368,13 +374,14 @@ async fn demo() -> Result<bool, Box<dyn std::error::Error>> {
         );
     }
 
-    let metrics = client
-        .request(Request::get(format!("http://{admin_addr}/metrics")).body(Full::default())?)
-        .await?
-        .into_body()
-        .collect()
-        .await?
-        .to_bytes();
+    let scrape = Upstream::parse(&format!("http://{admin_addr}/metrics"))?;
+    let (response, _connection) = client
+        .send(
+            &scrape.origin,
+            request_to(&scrape, Method::GET, Bytes::new()),
+        )
+        .await?;
+    let metrics = response.into_body().collect().await?.to_bytes();
     println!("\nmetrics that moved (from http://{admin_addr}/metrics):");
     for line in String::from_utf8_lossy(&metrics).lines() {
         let moved = !line.starts_with('#')

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request};
-use http_body_util::{BodyExt as _, Full};
+use http::{HeaderMap, HeaderValue, Method};
+use http_body_util::BodyExt as _;
 
 use super::{code, exit};
 use crate::route::Upstream;
@@ -146,11 +146,8 @@ pub async fn run(args: SendArgs) -> ExitCode {
     let id = args.id.clone().unwrap_or_else(new_id);
     let timestamp = args.timestamp.unwrap_or_else(unix_now);
 
-    let mut request = Request::new(Full::new(Bytes::from(body.clone())));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = upstream.target(None);
+    let mut request = crate::client::request_to(&upstream, Method::POST, Bytes::from(body.clone()));
     let headers = request.headers_mut();
-    headers.insert(http::header::HOST, upstream.host.clone());
     headers.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
