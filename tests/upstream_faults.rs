@@ -68,8 +68,12 @@ where
 }
 
 fn route(addr: SocketAddr, timeout: &str) -> String {
+    route_to(&format!("http://{addr}/"), timeout)
+}
+
+fn route_to(upstream: &str, timeout: &str) -> String {
     format!(
-        "[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"http://{addr}/\"\nupstream_timeout = \"{timeout}\"\n"
+        "[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"{upstream}\"\nupstream_timeout = \"{timeout}\"\n"
     )
 }
 
@@ -283,33 +287,21 @@ fn host_recorder(listener: TcpListener) -> Arc<Mutex<Vec<String>>> {
 
 #[tokio::test]
 async fn upstreams_by_name_and_by_ipv6_address() {
-    // A name: resolved, each address tried in turn ("localhost" may resolve to ::1 first).
-    let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = v4.local_addr().unwrap().port();
-    let hosts = host_recorder(v4);
-    let toml = format!(
-        "[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"http://localhost:{port}/\"\n"
-    );
-    let proxy = Proxy::start(&toml).await;
-    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_name", "user.created").await;
-    assert_eq!(status, 200);
-    assert_eq!(*hosts.lock().unwrap(), [format!("localhost:{port}")]);
-    proxy.shutdown().await;
-
-    // An IPv6 literal: connected to without its brackets, sent with them in `Host`.
-    let v6 = TcpListener::bind("[::1]:0")
-        .await
-        .expect("the loopback interface has ::1");
-    let port = v6.local_addr().unwrap().port();
-    let hosts = host_recorder(v6);
-    let toml = format!(
-        "[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"http://[::1]:{port}/\"\n"
-    );
-    let proxy = Proxy::start(&toml).await;
-    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_v6", "user.created").await;
-    assert_eq!(status, 200);
-    assert_eq!(*hosts.lock().unwrap(), [format!("[::1]:{port}")]);
-    proxy.shutdown().await;
+    // A name is resolved and each address tried in turn ("localhost" may resolve to ::1
+    // first); an IPv6 literal is connected to without its brackets and sent with them in
+    // `Host`.
+    for (bind, host) in [("127.0.0.1:0", "localhost"), ("[::1]:0", "[::1]")] {
+        let listener = TcpListener::bind(bind)
+            .await
+            .unwrap_or_else(|e| panic!("binding {bind}: {e}"));
+        let port = listener.local_addr().unwrap().port();
+        let hosts = host_recorder(listener);
+        let proxy = Proxy::start(&route_to(&format!("http://{host}:{port}/"), "2s")).await;
+        let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_host", "user.created").await;
+        assert_eq!(status, 200, "{host}");
+        assert_eq!(*hosts.lock().unwrap(), [format!("{host}:{port}")]);
+        proxy.shutdown().await;
+    }
 }
 
 #[tokio::test]
