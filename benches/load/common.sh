@@ -45,6 +45,23 @@ start_nginx() {
   pids+=($!)
 }
 
+# start_hookwall PORT ADMIN_PORT ROUTES: hookwall (log level warn) on loopback with the
+# given [[routes]] TOML, prefixed by ${server_pin[@]} if set; sets $hw_pid.
+start_hookwall() {
+  cat >"$work/hookwall.toml" <<TOML
+[listen]
+addr = "127.0.0.1:$1"
+[admin]
+addr = "127.0.0.1:$2"
+[log]
+level = "warn"
+$3
+TOML
+  "${server_pin[@]}" "$hookwall" run -c "$work/hookwall.toml" 2>"$work/hookwall.log" &
+  hw_pid=$!
+  pids+=($hw_pid)
+}
+
 # free_ports N: N loopback ports free right now, on one line.
 free_ports() {
   python3 -c '

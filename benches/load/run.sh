@@ -36,22 +36,11 @@ start_nginx backend nginx-backend.conf "$backend_port"
 start_nginx proxy nginx-proxy.conf "$proxy_port" "127.0.0.1:$backend_port"
 proxy_master=$!
 
-cat >"$work/hookwall.toml" <<TOML
-[listen]
-addr = "127.0.0.1:$hw_port"
-[admin]
-addr = "127.0.0.1:$admin_port"
-[log]
-level = "warn"
-[[routes]]
-name = "bench"
-path = "/bench"
-secrets = ["$secret"]
-upstream = "http://127.0.0.1:$backend_port/"
-TOML
-"${server_pin[@]}" "$hookwall" run -c "$work/hookwall.toml" 2>"$work/hookwall.log" &
-hw_pid=$!
-pids+=($hw_pid)
+start_hookwall "$hw_port" "$admin_port" "[[routes]]
+name = \"bench\"
+path = \"/bench\"
+secrets = [\"$secret\"]
+upstream = \"http://127.0.0.1:$backend_port/\""
 
 wait_port "$backend_port"; wait_port "$proxy_port"; wait_port "$hw_port"
 

@@ -22,24 +22,13 @@ read -r backend_port hw_port admin_port < <(free_ports 3)
 
 start_nginx backend nginx-soak-backend.conf "$backend_port"
 backend_pid=$!
-cat >"$work/hookwall.toml" <<TOML
-[listen]
-addr = "127.0.0.1:$hw_port"
-[admin]
-addr = "127.0.0.1:$admin_port"
-[log]
-level = "warn"
-[[routes]]
-name = "soak"
-path = "/soak"
-secrets = ["$secret"]
+start_hookwall "$hw_port" "$admin_port" "[[routes]]
+name = \"soak\"
+path = \"/soak\"
+secrets = [\"$secret\"]
   [[routes.rules]]
-  events = ["user.*"]
-  upstream = "http://127.0.0.1:$backend_port/"
-TOML
-"$hookwall" run -c "$work/hookwall.toml" 2>"$work/hookwall.log" &
-hw_pid=$!
-pids+=($hw_pid)
+  events = [\"user.*\"]
+  upstream = \"http://127.0.0.1:$backend_port/\""
 wait_port "$backend_port"
 wait_port "$hw_port"
 
