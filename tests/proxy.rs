@@ -85,27 +85,9 @@ async fn a_valid_event_is_forwarded_byte_for_byte_with_the_contracts_headers() {
 
     let m = proxy.metrics().await;
     assert_eq!(m.requests("clerk", "forwarded"), 1.0);
-    assert_eq!(
-        m.get(
-            "hookwall_secret_matches_total",
-            &[("route", "clerk"), ("secret", "1")]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        m.get(
-            "hookwall_secret_matches_total",
-            &[("route", "clerk"), ("secret", "0")]
-        ),
-        Some(0.0)
-    );
-    assert_eq!(
-        m.get(
-            "hookwall_events_total",
-            &[("route", "clerk"), ("event_type", "user.created")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(m.secret_matches("clerk", "1"), Some(1.0));
+    assert_eq!(m.secret_matches("clerk", "0"), Some(0.0));
+    assert_eq!(m.events("clerk", "user.created"), Some(1.0));
     assert_eq!(
         m.get(
             "hookwall_upstream_responses_total",
@@ -404,21 +386,9 @@ async fn duplicates_filtering_and_routing() {
     assert_eq!(m.requests("billing", "duplicate"), 1.0);
     assert_eq!(m.requests("billing", "filtered"), 3.0);
     assert_eq!(m.requests("billing", "forwarded"), 1.0);
-    assert_eq!(
-        m.get(
-            "hookwall_events_total",
-            &[("route", "billing"), ("event_type", "_none")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(m.events("billing", "_none"), Some(1.0));
     // Duplicates are counted as events too.
-    assert_eq!(
-        m.get(
-            "hookwall_events_total",
-            &[("route", "billing"), ("event_type", "invoice.paid")]
-        ),
-        Some(2.0)
-    );
+    assert_eq!(m.events("billing", "invoice.paid"), Some(2.0));
     assert_eq!(m.get("hookwall_dedup_entries", &[]), Some(3.0));
     proxy.shutdown().await;
 }
@@ -663,13 +633,7 @@ async fn standard_webhooks_headers_and_ed25519_signatures() {
     let (status, _) = deliver(&proxy, "/std", &whsk, "msg_v1a", "user.created").await;
     assert_eq!(status, 200);
     let m = proxy.metrics().await;
-    assert_eq!(
-        m.get(
-            "hookwall_secret_matches_total",
-            &[("route", "std"), ("secret", "1")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(m.secret_matches("std", "1"), Some(1.0));
     assert_eq!(upstream.count(), 2);
     proxy.shutdown().await;
 }

@@ -333,6 +333,22 @@ impl Metrics {
         })
     }
 
+    /// `hookwall_events_total` of one route and event type.
+    pub fn events(&self, route: &str, event_type: &str) -> Option<f64> {
+        self.get(
+            "hookwall_events_total",
+            &[("route", route), ("event_type", event_type)],
+        )
+    }
+
+    /// `hookwall_secret_matches_total` of one route and secret index.
+    pub fn secret_matches(&self, route: &str, secret: &str) -> Option<f64> {
+        self.get(
+            "hookwall_secret_matches_total",
+            &[("route", route), ("secret", secret)],
+        )
+    }
+
     pub fn requests(&self, route: &str, outcome: &str) -> f64 {
         self.get(
             "hookwall_requests_total",
