@@ -156,13 +156,8 @@ fn send_usage_and_runtime_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("SURELY_UNSET_X is not set"));
 
-    // Nothing listens on a port we just closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/");
+    let (refusing, _held) = common::refusing_addr();
+    let url = format!("http://{refusing}/");
     let out = hookwall(&["send", &url, "--secret", SECRET], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }

@@ -513,11 +513,7 @@ async fn in_flight_duplicates_get_409_and_route_overload_503() {
 
 #[tokio::test]
 async fn unreachable_and_slow_upstreams() {
-    // Nothing listens on a port we just closed.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (closed, _held) = refusing_addr();
     let (slow, _arrived, release) = holding_upstream().await;
     let toml = format!(
         r#"

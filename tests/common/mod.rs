@@ -187,6 +187,15 @@ impl Upstream {
     }
 }
 
+/// An address where connections are refused: a socket bound there but not listening. It
+/// holds the port while it lives, so no other test's listener can take the port over (as
+/// one could take a port that was merely closed).
+pub fn refusing_addr() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap(), socket)
+}
+
 /// An upstream that holds every request until released: `arrived` is notified as each
 /// one comes in, and each waits for a `release` notification before answering 200.
 pub async fn holding_upstream() -> (Upstream, Arc<Notify>, Arc<Notify>) {
