@@ -1,10 +1,12 @@
 //! The public listener: one worker thread per CPU, each with its own single-threaded
-//! runtime and accept loop (connection cap shared), optional TLS, hyper-util's HTTP/1.1 +
-//! h2c server with header-read timeout and HTTP/2 bounds, and graceful shutdown (stop
-//! accepting, ask connections to close, drain within `shutdown_grace`).
+//! runtime; one acceptor hands new connections to the workers in turn (connection cap
+//! shared), optional TLS, hyper-util's HTTP/1.1 + h2c server with header-read timeout and
+//! HTTP/2 bounds, and graceful shutdown (stop accepting, ask connections to close, drain
+//! within `shutdown_grace`).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use crate::config::Limits;
 use crate::forward::Peer;
@@ -49,83 +52,50 @@ pub fn worker_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// How many accepted connections may wait for a busy worker before the acceptor waits too
+/// (and new connections wait in the kernel's backlog).
+const HANDOFF_QUEUE: usize = 256;
+
+/// An accepted connection on its way to a worker.
+type Handoff = (std::net::TcpStream, SocketAddr);
+
 /// Serves `listener` with `shared.workers()` threads until `shutdown` completes, then
-/// drains. Thread per core: each worker runs its own single-threaded runtime, accepts on
-/// its own handle of the listening socket and forwards through its own connection pool,
-/// so a request never wakes another thread. Only the connection count, dedup, metrics and
-/// the config are shared.
+/// drains. Thread per core: each worker runs its own single-threaded runtime and forwards
+/// through its own connection pool, so a request never wakes another thread. This task
+/// accepts and hands each connection to the next worker in turn: left to the kernel, a
+/// burst of connections all went to whichever worker woke first, and one thread carried
+/// the load of two. Only the connection count, dedup, metrics and the config are shared.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    let listener = match listener.into_std() {
-        Ok(listener) => listener,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot hand the listener to the workers");
-            return;
-        }
-    };
     let open = Arc::new(AtomicUsize::new(0));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
+    let mut inboxes = Vec::new();
     for index in 0..shared.workers() {
-        let handle = match listener.try_clone() {
-            Ok(handle) => handle,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot share the listener with a worker");
-                break;
-            }
-        };
-        let (shared, open, mut stopped) = (shared.clone(), open.clone(), stopped.clone());
+        let (inbox, arrivals) = mpsc::channel::<Handoff>(HANDOFF_QUEUE);
+        let (shared, open) = (shared.clone(), open.clone());
         let worker = std::thread::Builder::new()
             .name(format!("hookwall-worker-{index}"))
             .spawn(move || {
                 WORKER.with(|w| w.set(index));
-                let runtime = match tokio::runtime::Builder::new_current_thread()
+                match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime,
-                    Err(err) => {
-                        tracing::error!(error = %err, "cannot start a worker runtime");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match TcpListener::from_std(handle) {
-                        Ok(listener) => {
-                            let stop = async move {
-                                let _ = stopped.wait_for(|stop| *stop).await;
-                            };
-                            accept_loop(listener, shared, open, stop).await;
-                        }
-                        Err(err) => tracing::error!(error = %err, "worker cannot listen"),
-                    }
-                });
+                    Ok(runtime) => runtime.block_on(worker(arrivals, shared, open)),
+                    Err(err) => tracing::error!(error = %err, "cannot start a worker runtime"),
+                }
             });
         match worker {
-            Ok(worker) => workers.push(worker),
+            Ok(worker) => {
+                workers.push(worker);
+                inboxes.push(inbox);
+            }
             Err(err) => tracing::error!(error = %err, "cannot start a worker thread"),
         }
     }
-    drop(listener);
-    shutdown.await;
-    let _ = stop.send(true);
-    let _ = tokio::task::spawn_blocking(move || {
-        for worker in workers {
-            let _ = worker.join();
-        }
-    })
-    .await;
-}
 
-/// One worker: accept until `shutdown`, then drain its connections within the grace.
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    open: Arc<AtomicUsize>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
+    let mut turn = 0;
+    while !inboxes.is_empty() {
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -137,73 +107,56 @@ async fn accept_loop(
             },
             () = &mut shutdown => break,
         };
-        let live = shared.live();
-        let limits = live.limits().clone();
-        let tls = live.tls.clone();
-        drop(live);
-        let _ = stream.set_nodelay(true);
-
-        if open.load(Ordering::Acquire) >= limits.max_connections {
-            shared.unmatched.request(Outcome::Overloaded);
-            tracing::warn!(peer = %addr, outcome = Outcome::Overloaded.label(), "connection refused: max_connections reached");
-            tokio::spawn(async move {
-                match tls {
-                    None => refuse(stream).await,
-                    Some(acceptor) => {
-                        let handshake = tokio::time::timeout(
-                            limits.header_read_timeout,
-                            acceptor.accept(stream),
-                        );
-                        if let Ok(Ok(stream)) = handshake.await {
-                            refuse(stream).await;
-                        }
-                    }
-                }
-            });
-            continue;
-        }
-        let guard = ConnectionGuard::new(open.clone());
-        let builder = builder(&limits);
-        let watcher = graceful.watcher();
-        let shared = shared.clone();
-        let peer = Arc::new(Peer::new(addr, tls.is_some()));
-        tokio::spawn(async move {
-            let _guard = guard;
-            let service = service_fn(move |request| {
-                let (shared, peer) = (shared.clone(), peer.clone());
-                async move {
-                    Ok::<_, Infallible>(crate::pipeline::handle(&shared, request, &peer).await)
-                }
-            });
-            let result = match tls {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-                    let stream = match handshake.await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(err)) => {
-                            tracing::debug!(peer = %addr, error = %err, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(peer = %addr, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-            };
-            if let Err(err) = result {
-                tracing::debug!(peer = %addr, error = %err, "connection ended with an error");
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(peer = %addr, error = %err, "cannot hand a connection to a worker");
+                continue;
             }
-        });
+        };
+        let mut handoff = (stream, addr);
+        while !inboxes.is_empty() {
+            turn = (turn + 1) % inboxes.len();
+            match inboxes[turn].send(handoff).await {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => {
+                    tracing::error!("a worker stopped; the others take its share");
+                    inboxes.remove(turn);
+                    handoff = back;
+                }
+            }
+        }
     }
+    // Closing the listener and the inboxes: each worker serves what it was handed, then
+    // drains.
     drop(listener);
+    drop(inboxes);
+    let _ = tokio::task::spawn_blocking(move || {
+        for worker in workers {
+            let _ = worker.join();
+        }
+    })
+    .await;
+}
+
+/// One worker: serves the connections handed to it until its inbox closes, then drains
+/// them within the grace.
+async fn worker(
+    mut arrivals: mpsc::Receiver<Handoff>,
+    shared: Arc<Shared>,
+    open: Arc<AtomicUsize>,
+) {
+    let graceful = GracefulShutdown::new();
+    while let Some((stream, addr)) = arrivals.recv().await {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(peer = %addr, error = %err, "worker cannot take the connection");
+                continue;
+            }
+        };
+        connection(stream, addr, &shared, &open, &graceful);
+    }
 
     let grace = shared.live().limits().shutdown_grace;
     let connections = graceful.count();
@@ -217,6 +170,78 @@ async fn accept_loop(
             "shutdown_grace ran out: in-flight requests were cut off"
         );
     }
+}
+
+/// Serves one accepted connection in a task of its own, or refuses it past
+/// `max_connections`.
+fn connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+    open: &Arc<AtomicUsize>,
+    graceful: &GracefulShutdown,
+) {
+    let live = shared.live();
+    let limits = live.limits().clone();
+    let tls = live.tls.clone();
+    drop(live);
+    let _ = stream.set_nodelay(true);
+
+    if open.load(Ordering::Acquire) >= limits.max_connections {
+        shared.unmatched.request(Outcome::Overloaded);
+        tracing::warn!(peer = %addr, outcome = Outcome::Overloaded.label(), "connection refused: max_connections reached");
+        tokio::spawn(async move {
+            match tls {
+                None => refuse(stream).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    if let Ok(Ok(stream)) = handshake.await {
+                        refuse(stream).await;
+                    }
+                }
+            }
+        });
+        return;
+    }
+    let guard = ConnectionGuard::new(open.clone());
+    let builder = builder(&limits);
+    let watcher = graceful.watcher();
+    let shared = shared.clone();
+    let peer = Arc::new(Peer::new(addr, tls.is_some()));
+    tokio::spawn(async move {
+        let _guard = guard;
+        let service = service_fn(move |request| {
+            let (shared, peer) = (shared.clone(), peer.clone());
+            async move { Ok::<_, Infallible>(crate::pipeline::handle(&shared, request, &peer).await) }
+        });
+        let result = match tls {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                watcher.watch(conn.into_owned()).await
+            }
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                let stream = match handshake.await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        tracing::debug!(peer = %addr, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %addr, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                watcher.watch(conn.into_owned()).await
+            }
+        };
+        if let Err(err) = result {
+            tracing::debug!(peer = %addr, error = %err, "connection ended with an error");
+        }
+    });
 }
 
 /// HTTP/1.1 and h2c (by preface) with the configured bounds. hyper's own header caps are
