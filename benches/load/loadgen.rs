@@ -4,6 +4,10 @@
 //! stall cannot hide). Prints one JSON line; exits 1 unless every reply had the status its
 //! kind expects.
 //!
+//! At a fixed rate a pacing thread releases the requests that are due every `PACE`: tokio's
+//! timers tick in whole milliseconds, so pacing with them sent rate/1000 requests at once
+//! and measured the generator's bursts as much as the server's latency.
+//!
 //!   cargo run --release --example loadgen -- --url http://127.0.0.1:8080/bench \
 //!       --secret whsec_... --connections 64 --duration 10s [--rate 20000] [--mix soak]
 //!
@@ -25,6 +29,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 const CLERK_EVENT: &[u8] = include_bytes!("../../src/cli/clerk_user_created.json");
+
+/// How often the pacing thread releases the requests that are due (at a fixed rate).
+const PACE: Duration = Duration::from_micros(100);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -141,6 +148,30 @@ fn main() {
     std::process::exit(if ok { 0 } else { 1 });
 }
 
+/// Starts the pacing thread: request `n` (0-based) is released once `n / rate` seconds have
+/// passed since `start`, checked every `PACE`; at `end` the semaphore closes.
+fn pace(rate: f64, start: Instant, end: Instant) -> Arc<tokio::sync::Semaphore> {
+    let due = Arc::new(tokio::sync::Semaphore::new(0));
+    let released = due.clone();
+    std::thread::spawn(move || {
+        let mut sent: u64 = 0;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            let upto = ((now - start).as_secs_f64() * rate) as u64 + 1;
+            if upto > sent {
+                released.add_permits((upto - sent) as usize);
+                sent = upto;
+            }
+            std::thread::sleep(PACE);
+        }
+        released.close();
+    });
+    due
+}
+
 async fn run(args: Args) -> bool {
     let key = Key::decode(&args.secret).expect("--secret decodes");
     let signer = Arc::new(Signer::try_from(&key).expect("--secret can sign"));
@@ -153,17 +184,19 @@ async fn run(args: Args) -> bool {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();
     let end = start + args.duration;
+    let due = args.rate.map(|rate| pace(rate, start, end));
     let args = Arc::new(args);
 
     let tasks: Vec<_> = (0..args.connections)
         .map(|_| {
-            let (args, signer, forger, next, tally, authority) = (
+            let (args, signer, forger, next, tally, authority, due) = (
                 args.clone(),
                 signer.clone(),
                 forger.clone(),
                 next.clone(),
                 tally.clone(),
                 authority.clone(),
+                due.clone(),
             );
             tokio::spawn(async move {
                 let mut local = Tally::default();
@@ -188,6 +221,12 @@ async fn run(args: Args) -> bool {
                     };
                     tokio::spawn(conn);
                     loop {
+                        if let Some(due) = &due {
+                            match due.acquire().await {
+                                Ok(permit) => permit.forget(),
+                                Err(_) => break 'connections,
+                            }
+                        }
                         let n = next.fetch_add(1, Ordering::Relaxed);
                         let scheduled = match args.rate {
                             Some(rate) => start + Duration::from_secs_f64(n as f64 / rate),
@@ -195,9 +234,6 @@ async fn run(args: Args) -> bool {
                         };
                         if scheduled >= end {
                             break 'connections;
-                        }
-                        if args.rate.is_some() {
-                            tokio::time::sleep_until(scheduled.into()).await;
                         }
                         let kind = Kind::of(n, args.soak);
                         let mut attempt = 0;

@@ -107,10 +107,12 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 print(int(statistics.median(r["rps"] for r in rows if r["label"] == "hookwall") / 2))
 PY
 )
-echo "== fixed rate: $rate req/s (half of hookwall's median peak), $duration each"
-run direct-rate "http://127.0.0.1:$backend_port/bench" --rate "$rate"
-run nginx-rate "http://127.0.0.1:$proxy_port/bench" --rate "$rate"
-run hookwall-rate "http://127.0.0.1:$hw_port/bench" --rate "$rate"
+echo "== fixed rate: $rate req/s (half of hookwall's median peak), $duration each, $rounds round(s), alternating"
+for _ in $(seq "$rounds"); do
+  run direct-rate "http://127.0.0.1:$backend_port/bench" --rate "$rate"
+  run nginx-rate "http://127.0.0.1:$proxy_port/bench" --rate "$rate"
+  run hookwall-rate "http://127.0.0.1:$hw_port/bench" --rate "$rate"
+done
 
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$hw_pid/status")
 ids=$(curl -s "127.0.0.1:$admin_port/metrics" | awk '/^hookwall_dedup_entries / {print $2}')
@@ -136,11 +138,10 @@ print(f"\nhookwall / nginx throughput: {med('hookwall','rps')/med('nginx','rps')
 if any(r["label"] == "express" for r in rows):
     print(f"hookwall / Express + svix throughput: {med('hookwall','rps')/med('express','rps'):.1f}x")
 print()
-print("| at a fixed rate | req/s | p50 µs | p99 µs | p99.9 µs | p99 added over direct |")
+print("| at a fixed rate | req/s | p50 µs | p99 µs | p99.9 µs | median p99 added over direct |")
 print("| --- | --- | --- | --- | --- | --- |")
-d = [r for r in rows if r["label"] == "direct-rate"][0]
 for label in ["direct-rate", "nginx-rate", "hookwall-rate"]:
-    r = [r for r in rows if r["label"] == label][0]
-    print(f"| {label[:-5]} | {r['rps']:,.0f} | {r['p50_us']:,} | {r['p99_us']:,} | {r['p999_us']:,} | {r['p99_us']-d['p99_us']:,} µs |")
+    added = med(label, "p99_us") - med("direct-rate", "p99_us")
+    print(f"| {label[:-5]} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {added:,.0f} µs |")
 print(f"\nhookwall peak RSS {int(rss_kb)/1024:.1f} MB with {int(float(ids)):,} ids remembered; {fds} open fds at the end; {cores} cores")
 PY
