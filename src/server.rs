@@ -18,6 +18,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
 use crate::forward::Peer;
@@ -194,9 +196,8 @@ fn connection(
             match tls {
                 None => refuse(stream).await,
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-                    if let Ok(Ok(stream)) = handshake.await {
+                    let handshake = tls_handshake(&acceptor, stream, &limits, addr);
+                    if let Some(stream) = handshake.await {
                         refuse(stream).await;
                     }
                 }
@@ -221,18 +222,8 @@ fn connection(
                 watcher.watch(conn.into_owned()).await
             }
             Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-                let stream = match handshake.await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(err)) => {
-                        tracing::debug!(peer = %addr, error = %err, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(peer = %addr, "TLS handshake timed out");
-                        return;
-                    }
+                let Some(stream) = tls_handshake(&acceptor, stream, &limits, addr).await else {
+                    return;
                 };
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 watcher.watch(conn.into_owned()).await
@@ -266,6 +257,27 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(256));
     builder
+}
+
+/// The TLS handshake within `header_read_timeout`; `None` (logged at debug) if it failed
+/// or took too long.
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    limits: &Limits,
+    addr: SocketAddr,
+) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(err)) => {
+            tracing::debug!(peer = %addr, error = %err, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(peer = %addr, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 async fn refuse(mut stream: impl AsyncWrite + Unpin) {
