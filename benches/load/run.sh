@@ -114,14 +114,23 @@ for _ in $(seq "$rounds"); do
   run hookwall-rate "http://127.0.0.1:$hw_port/bench" --rate "$rate"
 done
 
-rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$hw_pid/status")
+peak_rss_kb() { # the sum of the given pids' peak RSS (VmHWM), in kB
+  local total=0
+  for pid in "$@"; do total=$((total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status"))); done
+  echo "$total"
+}
+rss_kb=$(peak_rss_kb "$hw_pid")
+mapfile -t nginx_pids < <(nginx_proxy_pids)
+nginx_rss_kb=$(peak_rss_kb "$proxy_master" "${nginx_pids[@]}")
+express_rss_kb=0
+if ((express)); then express_rss_kb=$(peak_rss_kb "$express_pid"); fi
 ids=$(curl -s "127.0.0.1:$admin_port/metrics" | awk '/^hookwall_dedup_entries / {print $2}')
 fds=$(ls "/proc/$hw_pid/fd" | wc -l)
 
-python3 - "$results" "$rss_kb" "$ids" "$fds" "$(nproc)" <<'PY'
+python3 - "$results" "$rss_kb" "$ids" "$fds" "$(nproc)" "$nginx_rss_kb" "$express_rss_kb" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-rss_kb, ids, fds, cores = sys.argv[2:6]
+rss_kb, ids, fds, cores, nginx_rss_kb, express_rss_kb = sys.argv[2:8]
 def stat(label, key):
     vals = [r[key] for r in rows if r["label"] == label and r[key] is not None]
     if not vals: return "–"
@@ -144,4 +153,6 @@ for label in ["direct-rate", "nginx-rate", "hookwall-rate"]:
     added = med(label, "p99_us") - med("direct-rate", "p99_us")
     print(f"| {label[:-5]} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {added:,.0f} µs |")
 print(f"\nhookwall peak RSS {int(rss_kb)/1024:.1f} MB with {int(float(ids)):,} ids remembered; {fds} open fds at the end; {cores} cores")
+express_rss = f", Express + svix {int(express_rss_kb)/1024:.1f} MB" if int(express_rss_kb) else ""
+print(f"peak RSS of the other proxies: nginx {int(nginx_rss_kb)/1024:.1f} MB (master and workers){express_rss}")
 PY
