@@ -7,9 +7,9 @@
 //!
 //! Delivered ids sit in an LRU bounded by `capacity`. Lookups do not refresh an entry, so
 //! the least recently used end is also the oldest delivery and expired entries are swept
-//! from there in O(1) amortized time. Memory: about 150 bytes per remembered id (a key of
-//! route name + id, ~45 bytes for Svix ids, plus the LRU's node and hash-table slot);
-//! `docs/benchmarks.md` has the measured figure.
+//! from there in O(1) amortized time. Memory: about 115 bytes per remembered id with
+//! Svix-length ids (the key of route name + id in its own heap block, plus the LRU's node
+//! and hash-table slot); `docs/benchmarks.md` has how it was measured.
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
