@@ -46,7 +46,7 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error("HTTP/1.1 exchange failed")]
     Http(#[source] hyper::Error),
 }
 

@@ -1,6 +1,7 @@
 //! Forwarding a verified event: the header rewrite (a pure function) and the upstream
-//! exchange through the pooled client, time-boxed from connecting to the end of the
-//! upstream's body, which is read up to 64 KiB.
+//! exchange through the pooled client, from connecting to the end of the upstream's body,
+//! which is read up to 64 KiB. How long the sender waits and how long the exchange may go
+//! on are the pipeline's business (`pipeline::forward`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -174,50 +175,49 @@ pub struct UpstreamReply {
     pub body: Bytes,
 }
 
-/// Why no complete answer came from the upstream.
+/// Why no complete answer came from the upstream. The messages leave out their sources:
+/// the rescue point logs the whole chain once.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    #[error("upstream unreachable or refused: {0}")]
+    #[error("upstream unreachable or refused")]
     Connect(#[source] ClientError),
-    #[error("upstream reset before its body ended: {0}")]
+    #[error("upstream reset before its body ended")]
     Body(#[source] hyper::Error),
     #[error("upstream took longer than {0:?}")]
     Timeout(Duration),
 }
 
-/// Sends one request and reads the answer, all within `timeout`. The connection goes back
-/// to the pool only when the answer was read to its end.
-pub async fn send(
+/// Sends one request and reads the answer. `on_status` hears the status line as soon as
+/// it arrives, before the body: a 2xx there means the upstream took the event, even if
+/// its body then fails. The connection goes back to the pool only when the answer was
+/// read to its end.
+pub async fn exchange(
     client: &Client,
     upstream: &Upstream,
     target: Uri,
     headers: HeaderMap,
     body: Bytes,
-    timeout: Duration,
+    on_status: impl FnOnce(StatusCode),
 ) -> Result<UpstreamReply, ForwardError> {
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = target;
     *request.headers_mut() = headers;
-    let exchange = async {
-        let (response, lease) = client
-            .send(&upstream.origin, request)
-            .await
-            .map_err(ForwardError::Connect)?;
-        let (parts, body) = response.into_parts();
-        let (body, ended) = read_reply(body).await?;
-        if ended {
-            lease.reuse();
-        }
-        Ok(UpstreamReply {
-            status: parts.status,
-            headers: passed_back(parts.headers),
-            body,
-        })
-    };
-    tokio::time::timeout(timeout, exchange)
+    let (response, lease) = client
+        .send(&upstream.origin, request)
         .await
-        .map_err(|_| ForwardError::Timeout(timeout))?
+        .map_err(ForwardError::Connect)?;
+    on_status(response.status());
+    let (parts, body) = response.into_parts();
+    let (body, ended) = read_reply(body).await?;
+    if ended {
+        lease.reuse();
+    }
+    Ok(UpstreamReply {
+        status: parts.status,
+        headers: passed_back(parts.headers),
+        body,
+    })
 }
 
 /// Of the upstream's headers, those the sender gets: `content-type` and `retry-after`.

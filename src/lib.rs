@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod budget;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -33,13 +34,17 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::state::{Live, Shared};
 
-/// What the process asks of a running proxy (SIGHUP, SIGTERM/SIGINT in `main`).
+/// What the process asks of a running proxy (SIGHUP, SIGTERM, SIGINT in `main`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     /// Re-read the config file, its secrets and TLS files.
     Reload,
-    /// Turn unready, stop accepting, drain within `shutdown_grace`, return.
+    /// SIGTERM: turn unready at once, keep serving for `shutdown_delay` (Kubernetes is
+    /// still routing here for a moment), then stop accepting and drain within
+    /// `shutdown_grace`, and return.
     Shutdown,
+    /// SIGINT (a person at a terminal): the same without the delay.
+    Interrupt,
 }
 
 /// Runs the proxy on already-bound listeners until `Control::Shutdown` (or the control
@@ -50,7 +55,7 @@ pub async fn run(
     admin: TcpListener,
     mut control: mpsc::Receiver<Control>,
 ) -> Result<(), tls::TlsError> {
-    let shared = Arc::new(Shared::new(config, server::worker_count())?);
+    let shared = Arc::new(Shared::new(config)?);
     let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(public, shared.clone(), async {
@@ -63,16 +68,39 @@ pub async fn run(
             listen = %live.config.listen.addr,
             admin = %live.config.admin_addr,
             routes = live.config.routes.len(),
+            workers = shared.workers(),
             "hookwall ready"
         );
     }
 
-    while let Some(Control::Reload) = control.recv().await {
+    let mut signal = control.recv().await;
+    while signal == Some(Control::Reload) {
         reload(&shared).await;
+        signal = control.recv().await;
     }
 
-    tracing::info!("shutting down");
     shared.ready.store(false, Ordering::Release);
+    let delay = shared.live().limits().shutdown_delay;
+    if signal == Some(Control::Shutdown) && !delay.is_zero() {
+        tracing::info!(
+            delay = ?delay,
+            "shutting down: unready now, still serving new connections for shutdown_delay"
+        );
+        // A SIGINT meanwhile ends the delay early; reloads wait for the next process.
+        let interrupted = async {
+            while let Some(signal) = control.recv().await {
+                if signal == Control::Interrupt {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = interrupted => {}
+        }
+    }
+    tracing::info!("shutting down: no new connections; draining");
     let _ = stop.send(());
     let _ = server.await;
     admin_task.abort();
@@ -81,11 +109,13 @@ pub async fn run(
 }
 
 /// Loads the config file again, secrets and TLS files included. A config that fails is
-/// refused and the old one keeps serving; what needs a restart keeps its old value.
+/// refused and nothing changes, the log level included; what needs a restart keeps its
+/// old value.
 async fn reload(shared: &Shared) {
     match load_again(shared).await {
         Ok(live) => {
             let routes = live.config.routes.len();
+            logging::set_level(&live.config.log.level);
             shared.swap(live);
             shared.metrics.reload(true);
             tracing::info!(routes, "config reloaded");
@@ -141,6 +171,9 @@ async fn load_again(shared: &Shared) -> Result<Live, String> {
         tracing::warn!("log.format changed: takes effect at the next restart");
         new.log.format = was.log.format;
     }
-    logging::set_level(&new.log.level);
+    if new.limits.workers != was.limits.workers {
+        tracing::warn!("limits.workers changed: takes effect at the next restart");
+        new.limits.workers = was.limits.workers;
+    }
     Live::new(new, &shared.metrics, &shared.default_clients).map_err(|err| err.to_string())
 }

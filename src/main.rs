@@ -133,25 +133,28 @@ async fn run(file: &std::path::Path) -> ExitCode {
     }
 }
 
-/// SIGHUP → reload; SIGTERM or SIGINT → shutdown (a second one exits at once).
+/// SIGHUP → reload; SIGTERM → shutdown after `shutdown_delay`; SIGINT → shutdown without
+/// it, or ends the delay early (the same signal twice exits at once).
 fn forward_signals(control: mpsc::Sender<Control>) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     Ok(tokio::spawn(async move {
-        let mut stopping = false;
+        let (mut terminated, mut interrupted) = (false, false);
         loop {
             let request = tokio::select! {
                 _ = hangup.recv() => Control::Reload,
                 _ = terminate.recv() => Control::Shutdown,
-                _ = interrupt.recv() => Control::Shutdown,
+                _ = interrupt.recv() => Control::Interrupt,
             };
-            if request == Control::Shutdown {
-                if stopping {
-                    tracing::warn!("second shutdown signal: exiting now");
-                    std::process::exit(i32::from(exit::RUNTIME));
-                }
-                stopping = true;
+            let again = match request {
+                Control::Shutdown => std::mem::replace(&mut terminated, true),
+                Control::Interrupt => std::mem::replace(&mut interrupted, true),
+                Control::Reload => false,
+            };
+            if again {
+                tracing::warn!("second shutdown signal: exiting now");
+                std::process::exit(i32::from(exit::RUNTIME));
             }
             if control.send(request).await.is_err() {
                 return;

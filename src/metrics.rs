@@ -18,73 +18,50 @@ pub const UNMATCHED: &str = "_unmatched";
 /// Most distinct event types counted per route; the rest count as `_other`.
 pub const MAX_EVENT_TYPES_PER_ROUTE: usize = 256;
 
-/// Every outcome of a request: the `outcome` label of `hookwall_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Overloaded,
-    HeadersTooLarge,
-    NotFound,
-    MethodNotAllowed,
-    BodyTooLarge,
-    BodyTimeout,
-    MissingHeader,
-    MalformedHeader,
-    TimestampTooOld,
-    TimestampTooNew,
-    InvalidSignature,
-    Duplicate,
-    InFlight,
-    Filtered,
-    Forwarded,
-    UpstreamRejected,
-    UpstreamUnavailable,
-    UpstreamTimeout,
+/// Declares `Outcome` from one table of variant and label: the enum, `ALL` (every
+/// variant, in declaration order, so `outcome as usize` indexes it) and `label`. A new
+/// outcome cannot be added without its label, and the counters' array has exactly
+/// `Outcome::COUNT` entries, so indexing it cannot fail.
+macro_rules! outcomes {
+    ($($variant:ident => $label:literal,)+) => {
+        /// Every outcome of a request: the `outcome` label of `hookwall_requests_total`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Outcome {
+            $($variant,)+
+        }
+
+        impl Outcome {
+            pub const ALL: &'static [Outcome] = &[$(Outcome::$variant,)+];
+            pub const COUNT: usize = Outcome::ALL.len();
+
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(Outcome::$variant => $label,)+
+                }
+            }
+        }
+    };
 }
 
-impl Outcome {
-    pub const ALL: [Outcome; 18] = [
-        Outcome::Overloaded,
-        Outcome::HeadersTooLarge,
-        Outcome::NotFound,
-        Outcome::MethodNotAllowed,
-        Outcome::BodyTooLarge,
-        Outcome::BodyTimeout,
-        Outcome::MissingHeader,
-        Outcome::MalformedHeader,
-        Outcome::TimestampTooOld,
-        Outcome::TimestampTooNew,
-        Outcome::InvalidSignature,
-        Outcome::Duplicate,
-        Outcome::InFlight,
-        Outcome::Filtered,
-        Outcome::Forwarded,
-        Outcome::UpstreamRejected,
-        Outcome::UpstreamUnavailable,
-        Outcome::UpstreamTimeout,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Overloaded => "overloaded",
-            Outcome::HeadersTooLarge => "headers_too_large",
-            Outcome::NotFound => "not_found",
-            Outcome::MethodNotAllowed => "method_not_allowed",
-            Outcome::BodyTooLarge => "body_too_large",
-            Outcome::BodyTimeout => "body_timeout",
-            Outcome::MissingHeader => "missing_header",
-            Outcome::MalformedHeader => "malformed_header",
-            Outcome::TimestampTooOld => "timestamp_too_old",
-            Outcome::TimestampTooNew => "timestamp_too_new",
-            Outcome::InvalidSignature => "invalid_signature",
-            Outcome::Duplicate => "duplicate",
-            Outcome::InFlight => "in_flight",
-            Outcome::Filtered => "filtered",
-            Outcome::Forwarded => "forwarded",
-            Outcome::UpstreamRejected => "upstream_rejected",
-            Outcome::UpstreamUnavailable => "upstream_unavailable",
-            Outcome::UpstreamTimeout => "upstream_timeout",
-        }
-    }
+outcomes! {
+    Overloaded => "overloaded",
+    HeadersTooLarge => "headers_too_large",
+    NotFound => "not_found",
+    MethodNotAllowed => "method_not_allowed",
+    BodyTooLarge => "body_too_large",
+    BodyTimeout => "body_timeout",
+    MissingHeader => "missing_header",
+    MalformedHeader => "malformed_header",
+    TimestampTooOld => "timestamp_too_old",
+    TimestampTooNew => "timestamp_too_new",
+    InvalidSignature => "invalid_signature",
+    Duplicate => "duplicate",
+    InFlight => "in_flight",
+    Filtered => "filtered",
+    Forwarded => "forwarded",
+    UpstreamRejected => "upstream_rejected",
+    UpstreamUnavailable => "upstream_unavailable",
+    UpstreamTimeout => "upstream_timeout",
 }
 
 /// How an upstream answered: the `class` label of `hookwall_upstream_responses_total`.
@@ -131,6 +108,7 @@ pub struct Metrics {
     evicted_for_capacity: IntCounter,
     evicted_expired: IntCounter,
     pub in_flight_requests: IntGauge,
+    pub buffered_body_bytes: IntGauge,
     config_reloads: IntCounterVec,
     secret_matches: IntCounterVec,
     clock_skew: HistogramVec,
@@ -152,7 +130,7 @@ pub struct EventCounters {
 #[derive(Clone)]
 pub struct RouteMetrics {
     route: String,
-    requests: Vec<IntCounter>,
+    requests: [IntCounter; Outcome::COUNT],
     pub request_duration: Histogram,
     pub upstream_duration: Histogram,
     upstream_responses: [IntCounter; 6],
@@ -164,7 +142,8 @@ pub struct RouteMetrics {
 
 impl RouteMetrics {
     pub fn request(&self, outcome: Outcome) {
-        // `ALL` lists every variant in declaration order.
+        // `ALL` lists every variant in declaration order, and the array has one counter
+        // for each.
         self.requests[outcome as usize].inc();
     }
 
@@ -172,9 +151,12 @@ impl RouteMetrics {
         self.upstream_responses[class.index()].inc();
     }
 
-    pub fn secret_matched(&self, index: usize) {
-        if let Some(counter) = self.secret_matches.get(index) {
-            counter.inc();
+    /// Counts every secret the request carried a valid signature for (bit i = secret i).
+    pub fn secrets_matched(&self, matched: crate::verify::Matched) {
+        for (i, counter) in self.secret_matches.iter().enumerate() {
+            if matched.has(i) {
+                counter.inc();
+            }
         }
     }
 }
@@ -267,6 +249,14 @@ impl Metrics {
             &r,
             IntGauge::new("hookwall_in_flight_requests", "Requests being handled.").unwrap(),
         );
+        let buffered_body_bytes = register(
+            &r,
+            IntGauge::new(
+                "hookwall_buffered_body_bytes",
+                "Request body bytes held right now (bounded by limits.max_buffered_bytes).",
+            )
+            .unwrap(),
+        );
         let config_reloads = register(
             &r,
             IntCounterVec::new(
@@ -334,6 +324,7 @@ impl Metrics {
             evicted_for_capacity: dedup_evictions.with_label_values(&["capacity"]),
             evicted_expired: dedup_evictions.with_label_values(&["expired"]),
             in_flight_requests,
+            buffered_body_bytes,
             config_reloads,
             secret_matches,
             clock_skew,
@@ -360,10 +351,10 @@ impl Metrics {
     pub fn route(&self, name: &str, secrets: usize) -> RouteMetrics {
         RouteMetrics {
             route: name.to_owned(),
-            requests: Outcome::ALL
-                .iter()
-                .map(|o| self.requests.with_label_values(&[name, o.label()]))
-                .collect(),
+            requests: std::array::from_fn(|i| {
+                self.requests
+                    .with_label_values(&[name, Outcome::ALL[i].label()])
+            }),
             request_duration: self.request_duration.with_label_values(&[name]),
             upstream_duration: self.upstream_duration.with_label_values(&[name]),
             upstream_responses: UpstreamClass::LABELS

@@ -1,22 +1,36 @@
-//! The request path. `handle_inner` chains the stages in the contract's order with `?`:
-//! header limits, path, method, body, signed headers, timestamp, signature, route overload,
-//! dedup, routing, forward. `handle` is the one place that turns the result into a status,
-//! a body, metrics and the request's log line.
+//! The request path. `handle_inner` chains the stages in the contract's order (§7) with
+//! `?`: header limits, path, method, the signed headers and the timestamp window (all from
+//! the head, before a byte of the body is buffered), the body (size, buffer budget, read
+//! timeout), signature, route overload, dedup, routing, forward. `handle` is the one place
+//! that turns the result into a status, a body, metrics and the request's log line, which
+//! carries the error chain when there is one (logged once, here).
+//!
+//! A forward, once started, is never abandoned because the sender stopped waiting: it
+//! runs inline (the common case costs no task), and if the sender's `upstream_timeout`
+//! passes or the sender hangs up, the rest of it moves to a task of its own, tracked for
+//! shutdown, that still decides the id when the upstream answers (`Detachable`).
 
+use std::error::Error as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::task::TaskTracker;
 
+use crate::budget::{Budget, Reservation};
 use crate::config::Limits;
 use crate::dedup::{self, Seen};
 use crate::forward::{self, ForwardError, Peer, UpstreamReply};
 use crate::metrics::{Outcome, RouteMetrics, UpstreamClass};
-use crate::route::{event_type, Decision, EventType};
-use crate::state::{Live, RouteState, Shared};
+use crate::route::{event_type, Decision, EventType, Upstream};
+use crate::state::{Claim, Live, RouteState, Shared};
 use crate::verify::{SignedHeaders, VerifyError};
 
 /// A request answered without a refusal.
@@ -30,8 +44,8 @@ pub enum Done {
     Upstream(UpstreamReply),
 }
 
-/// Why a request was refused. Who failed: the sender (most), the upstream (the last two),
-/// or hookwall's own bounds (`Overloaded`).
+/// Why a request was refused. Who failed: the sender (most), the upstream (the last),
+/// or hookwall's own bounds (`Overloaded`, `BufferFull`).
 #[derive(Debug, thiserror::Error)]
 pub enum Reject {
     #[error("more headers, or header bytes, than the limits allow")]
@@ -48,6 +62,8 @@ pub enum Reject {
     Verify(#[from] VerifyError),
     #[error("max_in_flight forwards already running on the route")]
     Overloaded,
+    #[error("request bodies being read already hold limits.max_buffered_bytes")]
+    BufferFull,
     #[error("this id is being delivered right now")]
     InFlight,
     #[error(transparent)]
@@ -64,9 +80,11 @@ struct Trace<'a> {
     event_type: Option<String>,
 }
 
-/// Answers one request. Never fails: every path ends in a response.
+/// Answers one request on worker `worker` (whose upstream pool forwards it). Never
+/// fails: every path ends in a response.
 pub async fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
+    worker: usize,
     request: Request<Incoming>,
     peer: &Peer,
 ) -> Response<Full<Bytes>> {
@@ -77,7 +95,13 @@ pub async fn handle(
         logged: tracing::enabled!(tracing::Level::INFO),
         ..Trace::default()
     };
-    let result = handle_inner(shared, &live, request, peer, &mut trace).await;
+    let result = handle_inner(shared, worker, &live, request, peer, &mut trace).await;
+    // The one place an error's chain is written: upstream failures have causes worth
+    // reading; a sender's refusal is told by its outcome.
+    let error = match &result {
+        Err(Reject::Upstream(err)) if err.source().is_some() => Some(chain(err)),
+        _ => None,
+    };
     let (outcome, response) = rescue(result);
 
     let route_metrics: &RouteMetrics = trace
@@ -88,18 +112,47 @@ pub async fn handle(
     route_metrics
         .request_duration
         .observe(elapsed.as_secs_f64());
-    tracing::info!(
-        route = trace
-            .route
-            .map_or(crate::metrics::UNMATCHED, |r| &*r.route.name),
-        id = trace.id.as_deref().unwrap_or(""),
-        event_type = trace.event_type.as_deref().unwrap_or(""),
-        outcome = outcome.label(),
-        status = response.status().as_u16(),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
+    let route = trace
+        .route
+        .map_or(crate::metrics::UNMATCHED, |r| &*r.route.name);
+    let id = trace.id.as_deref().unwrap_or("");
+    let event_type = trace.event_type.as_deref().unwrap_or("");
+    let status = response.status().as_u16();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    match error {
+        None => tracing::info!(
+            route,
+            id,
+            event_type,
+            outcome = outcome.label(),
+            status,
+            latency_ms,
+            "request"
+        ),
+        Some(error) => tracing::warn!(
+            route,
+            id,
+            event_type,
+            outcome = outcome.label(),
+            status,
+            latency_ms,
+            error,
+            "request"
+        ),
+    }
     response
+}
+
+/// `err: cause: its cause …`, each message once.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Counts a request in `hookwall_in_flight_requests` until dropped, also when hyper drops
@@ -119,6 +172,17 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The outcome and status of a verification failure.
+pub fn verify_outcome(err: VerifyError) -> (Outcome, StatusCode) {
+    match err {
+        VerifyError::MissingHeader(_) => (Outcome::MissingHeader, StatusCode::BAD_REQUEST),
+        VerifyError::MalformedHeader(_) => (Outcome::MalformedHeader, StatusCode::BAD_REQUEST),
+        VerifyError::TimestampTooOld => (Outcome::TimestampTooOld, StatusCode::UNAUTHORIZED),
+        VerifyError::TimestampTooNew => (Outcome::TimestampTooNew, StatusCode::UNAUTHORIZED),
+        VerifyError::InvalidSignature => (Outcome::InvalidSignature, StatusCode::UNAUTHORIZED),
+    }
+}
+
 /// The one mapping from a result to outcome, status and body. No catch-all arm: a new
 /// variant must be decided here.
 fn rescue(result: Result<Done, Reject>) -> (Outcome, Response<Full<Bytes>>) {
@@ -127,6 +191,12 @@ fn rescue(result: Result<Done, Reject>) -> (Outcome, Response<Full<Bytes>>) {
             outcome,
             json(status, format!(r#"{{"error":"{}"}}"#, outcome.label())),
         )
+    };
+    let retry_after_1 = |(outcome, mut response): (Outcome, Response<Full<Bytes>>)| {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        (outcome, response)
     };
     match result {
         Ok(Done::Duplicate) => (
@@ -163,31 +233,14 @@ fn rescue(result: Result<Done, Reject>) -> (Outcome, Response<Full<Bytes>>) {
         }
         Err(Reject::BodyTooLarge) => refusal(Outcome::BodyTooLarge, StatusCode::PAYLOAD_TOO_LARGE),
         Err(Reject::BodyTimeout) => refusal(Outcome::BodyTimeout, StatusCode::REQUEST_TIMEOUT),
-        Err(Reject::Verify(err)) => match err {
-            VerifyError::MissingHeader(_) => {
-                refusal(Outcome::MissingHeader, StatusCode::BAD_REQUEST)
-            }
-            VerifyError::MalformedHeader(_) => {
-                refusal(Outcome::MalformedHeader, StatusCode::BAD_REQUEST)
-            }
-            VerifyError::TimestampTooOld => {
-                refusal(Outcome::TimestampTooOld, StatusCode::UNAUTHORIZED)
-            }
-            VerifyError::TimestampTooNew => {
-                refusal(Outcome::TimestampTooNew, StatusCode::UNAUTHORIZED)
-            }
-            VerifyError::InvalidSignature => {
-                refusal(Outcome::InvalidSignature, StatusCode::UNAUTHORIZED)
-            }
-        },
-        Err(Reject::Overloaded) => {
-            let (outcome, mut response) =
-                refusal(Outcome::Overloaded, StatusCode::SERVICE_UNAVAILABLE);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            (outcome, response)
+        Err(Reject::Verify(err)) => {
+            let (outcome, status) = verify_outcome(err);
+            refusal(outcome, status)
         }
+        Err(Reject::Overloaded | Reject::BufferFull) => retry_after_1(refusal(
+            Outcome::Overloaded,
+            StatusCode::SERVICE_UNAVAILABLE,
+        )),
         Err(Reject::InFlight) => refusal(Outcome::InFlight, StatusCode::CONFLICT),
         Err(Reject::Upstream(err)) => match err {
             ForwardError::Connect(_) | ForwardError::Body(_) => {
@@ -211,30 +264,35 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 }
 
 async fn handle_inner<'a>(
-    shared: &Shared,
-    live: &'a Live,
+    shared: &Arc<Shared>,
+    worker: usize,
+    live: &'a Arc<Live>,
     request: Request<Incoming>,
     peer: &Peer,
     trace: &mut Trace<'a>,
 ) -> Result<Done, Reject> {
     check_header_limits(request.headers(), live.limits())?;
-    let route = live.route(request.uri().path()).ok_or(Reject::NotFound)?;
+    let (route_index, route) = live.route(request.uri().path()).ok_or(Reject::NotFound)?;
     trace.route = Some(route);
     if request.method() != Method::POST {
         return Err(Reject::MethodNotAllowed);
     }
     let (parts, body) = request.into_parts();
-    let body = read_body(body, &parts.headers, live.limits()).await?;
 
+    // Everything the head alone can refuse is refused before a byte of the body is held.
     let signed = SignedHeaders::from_headers(&parts.headers)?;
     if trace.logged {
         trace.id = Some(signed.id.to_owned());
     }
     let now = unix_now();
-    let verified = route.route.verifier.verify(&signed, &body, now)?;
+    let verifier = &route.route.verifier;
+    let timestamp = verifier.check_head(&signed, now)?;
+    let (body, reservation) =
+        read_body(body, &parts.headers, live.limits(), &shared.budget).await?;
+    let verified = verifier.check_signature(&signed, timestamp, &body)?;
 
     // From here on the request is authentic and fresh.
-    route.metrics.secret_matched(verified.secret_index);
+    route.metrics.secrets_matched(verified.matched);
     route
         .metrics
         .clock_skew
@@ -247,14 +305,15 @@ async fn handle_inner<'a>(
     }
 
     // Held until the forward ends; refused before the id is claimed.
-    let _permit = route
+    let permit = route
         .forwards
-        .try_acquire()
+        .clone()
+        .try_acquire_owned()
         .map_err(|_| Reject::Overloaded)?;
 
     let key = dedup::key(&route.route.name, signed.id);
     let upstream = match route.route.rules.decide(event.as_str()) {
-        Decision::Forward(upstream) => upstream,
+        Decision::Forward(upstream) => upstream.clone(),
         // Dedup is looked up before routing, but only a forward claims an id.
         Decision::Drop | Decision::NoMatch => {
             return match shared.dedup_lookup(&key) {
@@ -264,7 +323,7 @@ async fn handle_inner<'a>(
             };
         }
     };
-    let claim = match shared.dedup_claim(&key) {
+    let claim = match shared.dedup_claim(key) {
         Ok(claim) => claim,
         Err(Seen::Delivered) => return Ok(Done::Duplicate),
         Err(Seen::InFlight) | Err(Seen::New) => return Err(Reject::InFlight),
@@ -283,38 +342,168 @@ async fn handle_inner<'a>(
             body_len: body.len(),
         },
     );
-    let started = Instant::now();
-    let reply = forward::send(
-        route.client(),
+    let target = upstream.target(parts.uri.query());
+    let job = Forward {
+        live: live.clone(),
+        route: route_index,
+        worker,
         upstream,
-        upstream.target(parts.uri.query()),
+        target,
         headers,
         body,
-        route.route.upstream_timeout,
-    )
-    .await;
-    route
-        .metrics
-        .upstream_duration
-        .observe(started.elapsed().as_secs_f64());
-    let class = match &reply {
-        Ok(reply) => UpstreamClass::Status(reply.status.as_u16()),
-        Err(ForwardError::Timeout(_)) => UpstreamClass::Timeout,
-        Err(ForwardError::Connect(_) | ForwardError::Body(_)) => UpstreamClass::Error,
+        claim,
+        _permit: permit,
+        _reservation: reservation,
     };
-    route.metrics.upstream_response(class);
-    match reply {
-        Ok(reply) => {
-            if reply.status.is_success() {
-                claim.delivered();
+    let reply = forward(job, route.route.upstream_timeout, &shared.detached).await?;
+    Ok(Done::Upstream(reply))
+}
+
+/// One forward with everything it needs, owned, so that it can outlive its request: the
+/// config it started under, the id's claim, the route's `max_in_flight` permit and the
+/// body's room in the buffer budget, all held until it ends.
+struct Forward {
+    live: Arc<Live>,
+    route: usize,
+    worker: usize,
+    upstream: Arc<Upstream>,
+    target: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    claim: Claim,
+    _permit: OwnedSemaphorePermit,
+    _reservation: Reservation,
+}
+
+/// How a forward ended, and its id for the log line of one that outlived its request.
+struct Ended {
+    result: Result<UpstreamReply, ForwardError>,
+    claim: Claim,
+}
+
+impl Forward {
+    /// The exchange within the route's `upstream_deadline`. A 2xx status line marks the
+    /// id delivered at once; anything else (or the deadline) releases it when the claim
+    /// is dropped. Counted in `hookwall_upstream_*` when it ends.
+    async fn run(self) -> Ended {
+        let Forward {
+            live,
+            route,
+            worker,
+            upstream,
+            target,
+            headers,
+            body,
+            mut claim,
+            _permit,
+            _reservation,
+        } = self;
+        let state = live.route_at(route);
+        let deadline = state.route.upstream_deadline;
+        let started = Instant::now();
+        let exchange = forward::exchange(
+            state.client(worker),
+            &upstream,
+            target,
+            headers,
+            body,
+            |status| {
+                if status.is_success() {
+                    claim.delivered();
+                }
+            },
+        );
+        let result = tokio::time::timeout(deadline, exchange)
+            .await
+            .unwrap_or(Err(ForwardError::Timeout(deadline)));
+        state
+            .metrics
+            .upstream_duration
+            .observe(started.elapsed().as_secs_f64());
+        state.metrics.upstream_response(match &result {
+            Ok(reply) => UpstreamClass::Status(reply.status.as_u16()),
+            Err(ForwardError::Timeout(_)) => UpstreamClass::Timeout,
+            Err(ForwardError::Connect(_) | ForwardError::Body(_)) => UpstreamClass::Error,
+        });
+        Ended { result, claim }
+    }
+}
+
+/// The sender waits for the forward up to `wait` (`upstream_timeout`); past it, or if
+/// the sender hangs up, the forward goes on in a task of its own.
+async fn forward(
+    job: Forward,
+    wait: Duration,
+    tracker: &TaskTracker,
+) -> Result<UpstreamReply, ForwardError> {
+    let mut running = Detachable {
+        forward: Some(Box::pin(job.run())),
+        tracker,
+    };
+    let Some(future) = running.forward.as_mut() else {
+        unreachable!("set just above")
+    };
+    match tokio::time::timeout(wait, future).await {
+        Ok(ended) => {
+            running.forward = None;
+            ended.result
+        }
+        Err(_) => {
+            running.detach("upstream_timeout");
+            Err(ForwardError::Timeout(wait))
+        }
+    }
+}
+
+type Running = Pin<Box<dyn Future<Output = Ended> + Send>>;
+
+/// A forward the request is waiting for. Dropped unfinished (the sender hung up and hyper
+/// dropped the request) or told to `detach` (the sender's wait ran out), it moves to a
+/// task of its own: cancelling the request does not undo the backend's work, so only the
+/// backend's answer may decide the id.
+struct Detachable<'a> {
+    forward: Option<Running>,
+    tracker: &'a TaskTracker,
+}
+
+impl Detachable<'_> {
+    fn detach(&mut self, why: &'static str) {
+        let Some(forward) = self.forward.take() else {
+            return;
+        };
+        // Outside a runtime (it is shutting down) the forward is dropped: its claim is
+        // released and the sender's retry goes through.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(self.tracker.track_future(async move {
+            let Ended { result, claim } = forward.await;
+            let (route, id) = claim.route_and_id();
+            match result {
+                Ok(reply) => tracing::info!(
+                    route,
+                    id,
+                    detached = why,
+                    status = reply.status.as_u16(),
+                    delivered = claim.is_delivered(),
+                    "forward ended after its request"
+                ),
+                Err(err) => tracing::warn!(
+                    route,
+                    id,
+                    detached = why,
+                    delivered = claim.is_delivered(),
+                    error = chain(&err),
+                    "forward ended after its request"
+                ),
             }
-            // Otherwise the claim is dropped here: released, so the retry goes through.
-            Ok(Done::Upstream(reply))
-        }
-        Err(err) => {
-            tracing::warn!(route = &*route.route.name, error = %err, "forward failed");
-            Err(Reject::Upstream(err))
-        }
+        }));
+    }
+}
+
+impl Drop for Detachable<'_> {
+    fn drop(&mut self) {
+        self.detach("sender_gone");
     }
 }
 
@@ -333,13 +522,15 @@ fn check_header_limits(headers: &HeaderMap, limits: &Limits) -> Result<(), Rejec
 }
 
 /// Reads the whole body within `body_read_timeout`, refusing it as soon as it is known to
-/// be too large: from Content-Length before reading, or while reading. A body that arrives
-/// in one piece is not copied.
+/// be too large: from Content-Length before reading, or while reading. Its room in the
+/// buffer budget is taken before reading (the whole Content-Length), or frame by frame
+/// when it has none; no room is a 503. A body that arrives in one piece is not copied.
 async fn read_body(
     mut body: Incoming,
     headers: &HeaderMap,
     limits: &Limits,
-) -> Result<Bytes, Reject> {
+    budget: &Arc<Budget>,
+) -> Result<(Bytes, Reservation), Reject> {
     let max = limits.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -348,6 +539,9 @@ async fn read_body(
     if declared.is_some_and(|len| len > max) {
         return Err(Reject::BodyTooLarge);
     }
+    let mut reservation = budget
+        .reserve(declared.unwrap_or(0))
+        .ok_or(Reject::BufferFull)?;
     let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
@@ -367,6 +561,9 @@ async fn read_body(
         if total > max {
             return Err(Reject::BodyTooLarge);
         }
+        if total > reservation.bytes() && !reservation.grow(total - reservation.bytes()) {
+            return Err(Reject::BufferFull);
+        }
         match (&mut first, &mut rest) {
             (None, None) => first = Some(data),
             (Some(head), None) => {
@@ -379,11 +576,12 @@ async fn read_body(
             (_, Some(buf)) => buf.extend_from_slice(&data),
         }
     }
-    Ok(match (first, rest) {
+    let body = match (first, rest) {
         (_, Some(buf)) => buf.freeze(),
         (Some(head), None) => head,
         (None, None) => Bytes::new(),
-    })
+    };
+    Ok((body, reservation))
 }
 
 fn unix_now() -> u64 {
@@ -438,6 +636,7 @@ mod tests {
                 401,
             ),
             (Err(Reject::Overloaded), "overloaded", 503),
+            (Err(Reject::BufferFull), "overloaded", 503),
             (Ok(Done::Duplicate), "duplicate", 200),
             (Err(Reject::InFlight), "in_flight", 409),
             (Ok(Done::Filtered), "filtered", 200),
@@ -474,7 +673,9 @@ mod tests {
         assert_eq!(response.headers()["content-type"], "application/json");
         let (_, response) = rescue(Err(Reject::MethodNotAllowed));
         assert_eq!(response.headers()["allow"], "POST");
-        let (_, response) = rescue(Err(Reject::Overloaded));
-        assert_eq!(response.headers()["retry-after"], "1");
+        for overloaded in [Reject::Overloaded, Reject::BufferFull] {
+            let (_, response) = rescue(Err(overloaded));
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
     }
 }

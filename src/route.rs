@@ -97,7 +97,8 @@ impl Glob {
 /// Where a verified event goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Forward(Box<Upstream>),
+    /// Shared, so a forward that outlives its request keeps its upstream.
+    Forward(std::sync::Arc<Upstream>),
     Drop,
 }
 
@@ -111,7 +112,7 @@ pub struct Rule {
 /// The outcome of routing one event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision<'a> {
-    Forward(&'a Upstream),
+    Forward(&'a std::sync::Arc<Upstream>),
     Drop,
     NoMatch,
 }
@@ -293,15 +294,16 @@ mod tests {
         let rules = Rules(vec![
             Rule {
                 events: vec![Glob::new("invoice.*"), Glob::new("subscription.updated")],
-                action: Action::Forward(Box::new(up.clone())),
+                action: Action::Forward(std::sync::Arc::new(up.clone())),
             },
             Rule {
                 events: vec![Glob::new("session.*"), Glob::new("invoice.paid")],
                 action: Action::Drop,
             },
         ]);
-        assert_eq!(rules.decide("invoice.paid"), Decision::Forward(&up));
-        assert_eq!(rules.decide("subscription.updated"), Decision::Forward(&up));
+        for event in ["invoice.paid", "subscription.updated"] {
+            assert!(matches!(rules.decide(event), Decision::Forward(u) if **u == up));
+        }
         assert_eq!(rules.decide("session.ended"), Decision::Drop);
         assert_eq!(rules.decide("user.created"), Decision::NoMatch);
         assert_eq!(rules.decide(""), Decision::NoMatch);

@@ -1,25 +1,28 @@
-//! The public listener: one worker thread per CPU, each with its own single-threaded
-//! runtime; one acceptor hands new connections to the workers in turn (connection cap
-//! shared), optional TLS, hyper-util's HTTP/1.1 + h2c server with header-read timeout and
-//! HTTP/2 bounds, and graceful shutdown (stop accepting, ask connections to close, drain
-//! within `shutdown_grace`).
+//! The public listener: `limits.workers` threads, each with its own single-threaded
+//! runtime; one acceptor counts every connection against `max_connections` (exactly: it
+//! is the only one that adds) and hands it to the workers in turn; optional TLS;
+//! hyper-util's HTTP/1.1 + h2c server with HTTP/2 bounds; a watchdog per connection that
+//! closes what proves nothing (no complete request head within `header_read_timeout` of
+//! the accept, before and after version detection; nothing in progress for
+//! `idle_timeout`); and graceful shutdown (stop accepting, ask connections to close,
+//! drain within `shutdown_grace`, forwards that outlived their request included).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
 use crate::forward::Peer;
@@ -31,35 +34,31 @@ const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\n\
 content-length: 22\r\n\r\n{\"error\":\"overloaded\"}";
 
-/// How long writing the overload answer may take before the connection is just closed.
-const OVERLOAD_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long refusing a connection may take (TLS handshake and the answer) before it is
+/// just closed.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most connections being refused at once. Past it a connection over the cap is closed
+/// without an answer: a flood cannot pile up tasks or TLS handshakes.
+const MAX_REFUSING: usize = 64;
+
+/// How long a connection asked to close for idleness (HTTP/2 GOAWAY) may take to do so.
+const IDLE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Waits this long after an accept error (e.g. out of file descriptors) before the next
 /// accept, instead of spinning.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
-thread_local! {
-    /// Which worker this thread is (0 outside the workers): picks its upstream clients.
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The worker the current thread is, for per-worker state.
-pub fn worker_index() -> usize {
-    WORKER.with(|w| w.get())
-}
-
-/// How many workers: one per CPU the process may use (this honours cgroup CPU quotas,
-/// so a sidecar limited to one CPU runs one worker).
-pub fn worker_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// How many accepted connections may wait for a busy worker before the acceptor waits too
-/// (and new connections wait in the kernel's backlog).
+/// (and new connections wait in the kernel's backlog). They count as open.
 const HANDOFF_QUEUE: usize = 256;
 
-/// An accepted connection on its way to a worker.
-type Handoff = (std::net::TcpStream, SocketAddr);
+/// An accepted connection on its way to a worker, with its place under the cap.
+struct Handoff {
+    stream: std::net::TcpStream,
+    addr: SocketAddr,
+    slot: Slot,
+}
 
 /// Serves `listener` with `shared.workers()` threads until `shutdown` completes, then
 /// drains. Thread per core: each worker runs its own single-threaded runtime and forwards
@@ -69,20 +68,20 @@ type Handoff = (std::net::TcpStream, SocketAddr);
 /// the load of two. Only the connection count, dedup, metrics and the config are shared.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let open = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut workers = Vec::new();
     let mut inboxes = Vec::new();
     for index in 0..shared.workers() {
         let (inbox, arrivals) = mpsc::channel::<Handoff>(HANDOFF_QUEUE);
-        let (shared, open) = (shared.clone(), open.clone());
+        let shared = shared.clone();
         let worker = std::thread::Builder::new()
             .name(format!("hookwall-worker-{index}"))
             .spawn(move || {
-                WORKER.with(|w| w.set(index));
                 match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(worker(arrivals, shared, open)),
+                    Ok(runtime) => runtime.block_on(worker(index, arrivals, shared)),
                     Err(err) => tracing::error!(error = %err, "cannot start a worker runtime"),
                 }
             });
@@ -109,6 +108,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
             },
             () = &mut shutdown => break,
         };
+        let max = shared.live().limits().max_connections;
+        let Some(slot) = Slot::take(&open, max) else {
+            refuse(stream, addr, &shared, &refusing);
+            continue;
+        };
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(err) => {
@@ -116,7 +120,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
                 continue;
             }
         };
-        let mut handoff = (stream, addr);
+        let mut handoff = Handoff { stream, addr, slot };
         while !inboxes.is_empty() {
             turn = (turn + 1) % inboxes.len();
             match inboxes[turn].send(handoff).await {
@@ -141,15 +145,44 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     .await;
 }
 
+/// Answers a connection past `max_connections` with 503 in a task of its own, at most
+/// `MAX_REFUSING` at once; past that it is closed at once.
+fn refuse(stream: TcpStream, addr: SocketAddr, shared: &Shared, refusing: &Arc<Semaphore>) {
+    shared.unmatched.request(Outcome::Overloaded);
+    tracing::warn!(peer = %addr, outcome = Outcome::Overloaded.label(), "connection refused: max_connections reached");
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    let tls = shared.live().tls.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let refusal = async {
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => write_overloaded(stream).await,
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        write_overloaded(stream).await;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, refusal).await;
+    });
+}
+
+async fn write_overloaded(mut stream: impl AsyncWrite + Unpin) {
+    if stream.write_all(OVERLOADED).await.is_ok() {
+        let _ = stream.shutdown().await;
+    }
+}
+
 /// One worker: serves the connections handed to it until its inbox closes, then drains
-/// them within the grace.
-async fn worker(
-    mut arrivals: mpsc::Receiver<Handoff>,
-    shared: Arc<Shared>,
-    open: Arc<AtomicUsize>,
-) {
-    let graceful = GracefulShutdown::new();
-    while let Some((stream, addr)) = arrivals.recv().await {
+/// them, and the forwards that outlived their request, within the grace.
+async fn worker(index: usize, mut arrivals: mpsc::Receiver<Handoff>, shared: Arc<Shared>) {
+    let connections = TaskTracker::new();
+    let stop = CancellationToken::new();
+    while let Some(Handoff { stream, addr, slot }) = arrivals.recv().await {
         let stream = match TcpStream::from_std(stream) {
             Ok(stream) => stream,
             Err(err) => {
@@ -157,13 +190,19 @@ async fn worker(
                 continue;
             }
         };
-        connection(stream, addr, &shared, &open, &graceful);
+        let (shared, stop) = (shared.clone(), stop.clone());
+        connections.spawn(async move {
+            let _slot = slot;
+            connection(stream, addr, index, shared, stop).await;
+        });
     }
 
     let grace = shared.live().limits().shutdown_grace;
-    let connections = graceful.count();
-    tracing::info!(connections, grace = ?grace, "draining");
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let deadline = Instant::now() + grace;
+    stop.cancel();
+    connections.close();
+    tracing::info!(connections = connections.len(), grace = ?grace, "draining");
+    if tokio::time::timeout_at(deadline, connections.wait())
         .await
         .is_err()
     {
@@ -172,67 +211,180 @@ async fn worker(
             "shutdown_grace ran out: in-flight requests were cut off"
         );
     }
+    shared.detached.close();
+    if tokio::time::timeout_at(deadline, shared.detached.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            forwards = shared.detached.len(),
+            "shutdown_grace ran out: forwards that outlived their request were cut off; \
+             their ids are released, so the senders' retries go through"
+        );
+    }
 }
 
-/// Serves one accepted connection in a task of its own, or refuses it past
-/// `max_connections`.
-fn connection(
+/// Serves one accepted connection: TLS (if configured) within `header_read_timeout`,
+/// then HTTP with the connection watchdog.
+async fn connection(
     stream: TcpStream,
     addr: SocketAddr,
-    shared: &Arc<Shared>,
-    open: &Arc<AtomicUsize>,
-    graceful: &GracefulShutdown,
+    worker: usize,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
 ) {
+    let accepted = Instant::now();
     let live = shared.live();
     let limits = live.limits().clone();
     let tls = live.tls.clone();
     drop(live);
     let _ = stream.set_nodelay(true);
-
-    if open.load(Ordering::Acquire) >= limits.max_connections {
-        shared.unmatched.request(Outcome::Overloaded);
-        tracing::warn!(peer = %addr, outcome = Outcome::Overloaded.label(), "connection refused: max_connections reached");
-        tokio::spawn(async move {
-            match tls {
-                None => refuse(stream).await,
-                Some(acceptor) => {
-                    let handshake = tls_handshake(&acceptor, stream, &limits, addr);
-                    if let Some(stream) = handshake.await {
-                        refuse(stream).await;
-                    }
-                }
-            }
-        });
-        return;
-    }
-    let guard = ConnectionGuard::new(open.clone());
-    let builder = builder(&limits);
-    let watcher = graceful.watcher();
-    let shared = shared.clone();
     let peer = Arc::new(Peer::new(addr, tls.is_some()));
-    tokio::spawn(async move {
-        let _guard = guard;
-        let service = service_fn(move |request| {
-            let (shared, peer) = (shared.clone(), peer.clone());
-            async move { Ok::<_, Infallible>(crate::pipeline::handle(&shared, request, &peer).await) }
-        });
-        let result = match tls {
-            None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                watcher.watch(conn.into_owned()).await
-            }
-            Some(acceptor) => {
-                let Some(stream) = tls_handshake(&acceptor, stream, &limits, addr).await else {
-                    return;
-                };
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                watcher.watch(conn.into_owned()).await
-            }
-        };
-        if let Err(err) = result {
-            tracing::debug!(peer = %addr, error = %err, "connection ended with an error");
+    let activity = Arc::new(Activity::new(accepted));
+    let busy = activity.clone();
+    let service = service_fn(move |request| {
+        let (shared, peer, busy) = (shared.clone(), peer.clone(), busy.clone());
+        async move {
+            let _busy = busy.start();
+            Ok::<_, Infallible>(crate::pipeline::handle(&shared, worker, request, &peer).await)
         }
     });
+    match tls {
+        None => serve_http(stream, service, &activity, &limits, &stop, addr).await,
+        Some(acceptor) => {
+            let handshake = acceptor.accept(stream);
+            match tokio::time::timeout_at(accepted + limits.header_read_timeout, handshake).await {
+                Ok(Ok(stream)) => {
+                    serve_http(stream, service, &activity, &limits, &stop, addr).await;
+                }
+                Ok(Err(err)) => tracing::debug!(peer = %addr, error = %err, "TLS handshake failed"),
+                Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// HTTP on `io` until the connection ends, the watchdog closes it, or shutdown asks it to
+/// close (it then finishes what is in flight; the worker's grace bounds that).
+async fn serve_http<I, S>(
+    io: I,
+    service: S,
+    activity: &Activity,
+    limits: &Limits,
+    stop: &CancellationToken,
+    addr: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<http_body_util::Full<bytes::Bytes>>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = builder(limits);
+    let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
+    let mut idle = std::pin::pin!(activity.idle(limits.header_read_timeout, limits.idle_timeout));
+    // Set once the connection was asked to close for idleness: it is dropped if it has
+    // not closed by then.
+    let mut closing: Option<Instant> = None;
+    let mut stopping = false;
+    loop {
+        let give_up = closing.unwrap_or_else(|| Instant::now() + IDLE_CLOSE_WAIT);
+        tokio::select! {
+            biased;
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(peer = %addr, error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            () = stop.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = &mut idle, if closing.is_none() => {
+                if !activity.started_any() {
+                    // Never sent a complete request head: nothing to finish, just close.
+                    tracing::debug!(peer = %addr, "no request head within header_read_timeout");
+                    return;
+                }
+                tracing::debug!(peer = %addr, "idle_timeout: closing the connection");
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Instant::now() + IDLE_CLOSE_WAIT);
+            }
+            () = tokio::time::sleep_until(give_up), if closing.is_some() => return,
+        }
+    }
+}
+
+/// What the watchdog knows of a connection: requests in progress, and since when there
+/// have been none. Updated by the service on each request's start and end (a few atomic
+/// operations; no wake-up), read by the watchdog when its timer fires.
+struct Activity {
+    start: Instant,
+    busy: AtomicUsize,
+    /// Milliseconds from `start` to when the last request ended.
+    idle_since_ms: AtomicU64,
+    started_any: AtomicBool,
+}
+
+impl Activity {
+    fn new(start: Instant) -> Self {
+        Activity {
+            start,
+            busy: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            started_any: AtomicBool::new(false),
+        }
+    }
+
+    fn start(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        if !self.started_any.load(Ordering::Relaxed) {
+            self.started_any.store(true, Ordering::Release);
+        }
+        Busy(self)
+    }
+
+    fn started_any(&self) -> bool {
+        self.started_any.load(Ordering::Acquire)
+    }
+
+    /// Completes once the connection should close: no request head yet `first` after the
+    /// accept, or no request in progress for `idle`. While a request is in progress it
+    /// looks again every `idle`; otherwise it sleeps until exactly the due time.
+    async fn idle(&self, first: Duration, idle: Duration) {
+        loop {
+            let limit = if self.started_any() { idle } else { first };
+            let now = Instant::now();
+            let next = if self.busy.load(Ordering::Acquire) > 0 {
+                now + limit
+            } else {
+                let since =
+                    self.start + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+                let due = since + limit;
+                if due <= now {
+                    return;
+                }
+                due
+            };
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+/// A request in progress on its connection.
+struct Busy<'a>(&'a Activity);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let activity = self.0;
+        let ms = activity.start.elapsed().as_millis() as u64;
+        activity.idle_since_ms.fetch_max(ms, Ordering::AcqRel);
+        activity.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// HTTP/1.1 and h2c (by preface) with the configured bounds. hyper's own header caps are
@@ -259,46 +411,22 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The TLS handshake within `header_read_timeout`; `None` (logged at debug) if it failed
-/// or took too long.
-async fn tls_handshake(
-    acceptor: &TlsAcceptor,
-    stream: TcpStream,
-    limits: &Limits,
-    addr: SocketAddr,
-) -> Option<TlsStream<TcpStream>> {
-    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => Some(stream),
-        Ok(Err(err)) => {
-            tracing::debug!(peer = %addr, error = %err, "TLS handshake failed");
-            None
+/// A place under `max_connections`, held from the accept until the connection ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// Only the acceptor takes slots, so checking and counting cannot race: the cap is
+    /// exact.
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        if open.load(Ordering::Acquire) >= max {
+            return None;
         }
-        Err(_) => {
-            tracing::debug!(peer = %addr, "TLS handshake timed out");
-            None
-        }
-    }
-}
-
-async fn refuse(mut stream: impl AsyncWrite + Unpin) {
-    let write = async {
-        stream.write_all(OVERLOADED).await?;
-        stream.shutdown().await
-    };
-    let _ = tokio::time::timeout(OVERLOAD_WRITE_TIMEOUT, write).await;
-}
-
-/// Counts an open connection until dropped.
-struct ConnectionGuard(Arc<AtomicUsize>);
-
-impl ConnectionGuard {
-    fn new(open: Arc<AtomicUsize>) -> Self {
         open.fetch_add(1, Ordering::AcqRel);
-        ConnectionGuard(open)
+        Some(Slot(open.clone()))
     }
 }
 
-impl Drop for ConnectionGuard {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }

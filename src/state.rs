@@ -1,6 +1,7 @@
 //! What the proxy runs on: `Shared` lives as long as the process (metrics, dedup memory,
-//! readiness); `Live` is one loaded config, swapped whole on reload, so a request sees one
-//! consistent config from start to end.
+//! the body budget, forwards that outlived their request, readiness); `Live` is one loaded
+//! config, swapped whole on reload, so a request (and its forward) sees one consistent
+//! config from start to end.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -11,7 +12,9 @@ use std::time::Instant;
 use http::HeaderValue;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
+use crate::budget::Budget;
 use crate::client::Client;
 use crate::config::{Config, Limits, Route};
 use crate::dedup::{Dedup, Seen};
@@ -25,23 +28,25 @@ pub struct RouteState {
     /// One client (connection pool) per worker: a pooled connection is driven by the
     /// worker that uses it.
     clients: Vec<Arc<Client>>,
-    /// Bounds concurrent forwards (`max_in_flight`).
-    pub forwards: Semaphore,
+    /// Bounds concurrent forwards (`max_in_flight`); a forward that outlives its request
+    /// keeps its permit.
+    pub forwards: Arc<Semaphore>,
     /// `hookwall-route`, built once.
     pub name_header: HeaderValue,
 }
 
 impl RouteState {
-    /// The calling worker's client.
-    pub fn client(&self) -> &Client {
-        &self.clients[crate::server::worker_index() % self.clients.len()]
+    /// Worker `worker`'s client: a pooled connection is driven by the worker that uses it.
+    pub fn client(&self, worker: usize) -> &Client {
+        &self.clients[worker % self.clients.len()]
     }
 }
 
 /// One loaded config.
 pub struct Live {
     pub config: Config,
-    routes: HashMap<String, RouteState>,
+    routes: Vec<RouteState>,
+    by_path: HashMap<String, usize>,
     pub tls: Option<TlsAcceptor>,
 }
 
@@ -53,7 +58,8 @@ impl Live {
         metrics: &Metrics,
         default_clients: &[Arc<Client>],
     ) -> Result<Live, TlsError> {
-        let mut routes = HashMap::new();
+        let mut routes = Vec::new();
+        let mut by_path = HashMap::new();
         for route in &config.routes {
             let clients = match &route.ca_file {
                 Some(ca) => crate::client::build_many(Some(ca), default_clients.len())?
@@ -65,13 +71,14 @@ impl Live {
             let state = RouteState {
                 metrics: metrics.route(&route.name, route.secrets.len()),
                 clients,
-                forwards: Semaphore::new(route.max_in_flight),
+                forwards: Arc::new(Semaphore::new(route.max_in_flight)),
                 // Config validation keeps names to visible ASCII.
                 name_header: HeaderValue::from_str(&route.name)
                     .unwrap_or(HeaderValue::from_static("_invalid")),
                 route: route.clone(),
             };
-            routes.insert(route.path.clone(), state);
+            by_path.insert(route.path.clone(), routes.len());
+            routes.push(state);
         }
         let tls = config
             .listen
@@ -81,12 +88,20 @@ impl Live {
         Ok(Live {
             config,
             routes,
+            by_path,
             tls,
         })
     }
 
-    pub fn route(&self, path: &str) -> Option<&RouteState> {
-        self.routes.get(path)
+    /// The route serving `path`, and its index for `route_at`.
+    pub fn route(&self, path: &str) -> Option<(usize, &RouteState)> {
+        let index = *self.by_path.get(path)?;
+        Some((index, &self.routes[index]))
+    }
+
+    /// The route at an index `route` gave, for work that holds the `Live` but not a borrow.
+    pub fn route_at(&self, index: usize) -> &RouteState {
+        &self.routes[index]
     }
 
     pub fn limits(&self) -> &Limits {
@@ -104,11 +119,21 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Per worker, the client for routes without their own CA bundle.
     pub default_clients: Vec<Arc<Client>>,
+    /// Request bodies held right now, against `limits.max_buffered_bytes`.
+    pub budget: Arc<Budget>,
+    /// Forwards that outlived their request (the sender timed out or hung up); waited
+    /// for within `shutdown_grace`.
+    pub detached: TaskTracker,
 }
 
 impl Shared {
-    pub fn new(config: Config, workers: usize) -> Result<Shared, TlsError> {
+    pub fn new(config: Config) -> Result<Shared, TlsError> {
+        let workers = config.limits.workers;
         let metrics = Metrics::new();
+        let budget = Budget::new(
+            config.limits.max_buffered_bytes,
+            metrics.buffered_body_bytes.clone(),
+        );
         let unmatched = metrics.route(UNMATCHED, 0);
         let default_clients: Vec<Arc<Client>> = crate::client::build_many(None, workers)?
             .into_iter()
@@ -126,6 +151,8 @@ impl Shared {
             live: RwLock::new(Arc::new(live)),
             ready: AtomicBool::new(false),
             default_clients,
+            budget,
+            detached: TaskTracker::new(),
         })
     }
 
@@ -141,6 +168,7 @@ impl Shared {
 
     /// Puts a new config in force; dedup memory carries over.
     pub fn swap(&self, live: Live) {
+        self.budget.set_max(live.config.limits.max_buffered_bytes);
         let dedup = live.config.dedup;
         self.with_dedup(|d| {
             d.reconfigure(
@@ -171,12 +199,12 @@ impl Shared {
     }
 
     /// Claims `key` if new. The returned guard releases it when dropped unless
-    /// `delivered` was called: every path out of a forward, panics and cancellation
-    /// included, gives the id back.
-    pub fn dedup_claim<'a>(&'a self, key: &'a str) -> Result<Claim<'a>, Seen> {
-        match self.with_dedup(|d| d.claim(key, Instant::now())) {
+    /// `delivered` was called: every path out of a forward, panics, cancellation and an
+    /// abandoned forward included, gives the id back.
+    pub fn dedup_claim(self: &Arc<Self>, key: String) -> Result<Claim, Seen> {
+        match self.with_dedup(|d| d.claim(&key, Instant::now())) {
             Seen::New => Ok(Claim {
-                shared: self,
+                shared: self.clone(),
                 key,
                 done: false,
             }),
@@ -185,26 +213,37 @@ impl Shared {
     }
 }
 
-/// An id in flight.
-pub struct Claim<'a> {
-    shared: &'a Shared,
-    key: &'a str,
+/// An id in flight. Owned, so a forward that outlives its request keeps it.
+pub struct Claim {
+    shared: Arc<Shared>,
+    key: String,
     done: bool,
 }
 
-impl Claim<'_> {
-    /// The upstream answered 2xx.
-    pub fn delivered(mut self) {
-        self.shared
-            .with_dedup(|d| d.delivered(self.key, Instant::now()));
-        self.done = true;
+impl Claim {
+    /// The upstream answered with a 2xx status line: delivered, whatever follows.
+    pub fn delivered(&mut self) {
+        if !self.done {
+            self.shared
+                .with_dedup(|d| d.delivered(&self.key, Instant::now()));
+            self.done = true;
+        }
+    }
+
+    pub fn is_delivered(&self) -> bool {
+        self.done
+    }
+
+    /// The route and the message id, from the key.
+    pub fn route_and_id(&self) -> (&str, &str) {
+        self.key.split_once('\0').unwrap_or(("", &self.key))
     }
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.with_dedup(|d| d.release(self.key));
+            self.shared.with_dedup(|d| d.release(&self.key));
         }
     }
 }

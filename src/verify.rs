@@ -18,8 +18,12 @@ use crate::secret::{Key, BASE64};
 pub const MAX_ID_BYTES: usize = 256;
 /// Largest signature header accepted. Svix sends at most 11 entries of ~48 bytes.
 pub const MAX_SIGNATURE_HEADER_BYTES: usize = 8 * 1024;
-/// Most signature entries accepted: bounds the crypto work one request can cause.
+/// Most signature entries accepted: bounds the parsing one request can cause.
 pub const MAX_SIGNATURE_ENTRIES: usize = 32;
+/// Most `v1a` entries checked: each ed25519 check hashes the whole body (~50 µs for
+/// 1 MiB), and Svix signs with one key, two during a rotation. An anonymous sender must
+/// not buy 32 checks with one request.
+pub const MAX_V1A_ENTRIES: usize = 4;
 
 const SVIX_ID: HeaderName = HeaderName::from_static("svix-id");
 const SVIX_TIMESTAMP: HeaderName = HeaderName::from_static("svix-timestamp");
@@ -59,19 +63,6 @@ pub enum VerifyError {
     TimestampTooNew,
     #[error("no signature matches any secret")]
     InvalidSignature,
-}
-
-impl VerifyError {
-    /// The contract's outcome label.
-    pub fn label(self) -> &'static str {
-        match self {
-            VerifyError::MissingHeader(_) => "missing_header",
-            VerifyError::MalformedHeader(_) => "malformed_header",
-            VerifyError::TimestampTooOld => "timestamp_too_old",
-            VerifyError::TimestampTooNew => "timestamp_too_new",
-            VerifyError::InvalidSignature => "invalid_signature",
-        }
-    }
 }
 
 /// The three signed headers, trimmed, each taken from `svix-*` or else `webhook-*`.
@@ -156,11 +147,34 @@ impl fmt::Debug for VerifyKey {
     }
 }
 
+/// Which of a route's secrets a request carried a valid signature for: bit i is secret i
+/// (the first 64 secrets; more still verify, they are only not told apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Matched(u64);
+
+impl Matched {
+    pub fn has(self, index: usize) -> bool {
+        index < 64 && self.0 & (1 << index) != 0
+    }
+
+    /// The lowest index that matched.
+    pub fn first(self) -> Option<usize> {
+        (self.0 != 0).then(|| self.0.trailing_zeros() as usize)
+    }
+
+    fn add(&mut self, index: usize) {
+        if index < 64 {
+            self.0 |= 1 << index;
+        }
+    }
+}
+
 /// What a successful verification tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
-    /// 0-based index of the route's secret that matched (rotation visibility).
-    pub secret_index: usize,
+    /// The secrets that matched: every one, on a route with several (rotation
+    /// visibility), else the one.
+    pub matched: Matched,
     /// The signed timestamp, in Unix seconds.
     pub timestamp: u64,
 }
@@ -180,14 +194,20 @@ impl Verifier {
         }
     }
 
-    /// Checks bounds, then the timestamp window, then the signatures, in that order.
-    /// `now` is Unix seconds.
+    /// Both checks: the head's, then the signature's. `now` is Unix seconds.
     pub fn verify(
         &self,
         headers: &SignedHeaders<'_>,
         body: &[u8],
         now: u64,
     ) -> Result<Verified, VerifyError> {
+        let timestamp = self.check_head(headers, now)?;
+        self.check_signature(headers, timestamp, body)
+    }
+
+    /// What can be refused before the body is read: the bounds of the three headers, the
+    /// timestamp's form and its window. Returns the timestamp.
+    pub fn check_head(&self, headers: &SignedHeaders<'_>, now: u64) -> Result<u64, VerifyError> {
         if headers.id.len() > MAX_ID_BYTES {
             return Err(VerifyError::MalformedHeader(HeaderKind::Id));
         }
@@ -205,7 +225,18 @@ impl Verifier {
         if timestamp > now.saturating_add(self.tolerance_secs) {
             return Err(VerifyError::TimestampTooNew);
         }
+        Ok(timestamp)
+    }
 
+    /// The signatures over `{id}.{timestamp}.{body}`, for a head that passed
+    /// `check_head`. With one secret, stops at its match; with several, checks each, so
+    /// a rotation shows which secrets the sender still signs with.
+    pub fn check_signature(
+        &self,
+        headers: &SignedHeaders<'_>,
+        timestamp: u64,
+        body: &[u8],
+    ) -> Result<Verified, VerifyError> {
         let mut digits = [0u8; 20];
         let timestamp_text = decimal(timestamp, &mut digits);
         let signed = SignedContent {
@@ -213,19 +244,26 @@ impl Verifier {
             timestamp: timestamp_text,
             body,
         };
+        let mut matched = Matched::default();
+        let mut joined: Option<Vec<u8>> = None;
         for (secret_index, key) in self.keys.iter().enumerate() {
-            let matched = match key {
+            let ok = match key {
                 VerifyKey::Hmac(keyed) => hmac_matches(keyed, &signed, headers.signature),
-                VerifyKey::Ed25519(public) => ed25519_matches(public, &signed, headers.signature),
+                VerifyKey::Ed25519(public) => {
+                    ed25519_matches(public, &signed, &mut joined, headers.signature)
+                }
             };
-            if matched {
-                return Ok(Verified {
-                    secret_index,
-                    timestamp,
-                });
+            if ok {
+                matched.add(secret_index);
+                if self.keys.len() == 1 {
+                    break;
+                }
             }
         }
-        Err(VerifyError::InvalidSignature)
+        if matched == Matched::default() {
+            return Err(VerifyError::InvalidSignature);
+        }
+        Ok(Verified { matched, timestamp })
     }
 }
 
@@ -292,26 +330,30 @@ fn hmac_matches(keyed: &Hmac<Sha256>, signed: &SignedContent<'_>, header: &str) 
     false
 }
 
+/// At most `MAX_V1A_ENTRIES` well-formed `v1a` entries are checked; `joined` is the
+/// signed message, built once for all keys.
 fn ed25519_matches(
     public: &ed25519_dalek::VerifyingKey,
     signed: &SignedContent<'_>,
+    joined: &mut Option<Vec<u8>>,
     header: &str,
 ) -> bool {
-    let mut message: Option<Vec<u8>> = None;
-    for encoded in versioned(header, "v1a") {
+    let well_formed = versioned(header, "v1a").filter_map(|encoded| {
         // 64 bytes are 88 base64 characters.
         if encoded.len() > 96 {
-            continue;
+            return None;
         }
         let mut decoded = [0u8; 96];
         match BASE64.decode_slice(encoded, &mut decoded) {
             Ok(64) => {}
-            _ => continue,
+            _ => return None,
         }
         let mut bytes = [0u8; 64];
         bytes.copy_from_slice(&decoded[..64]);
-        let signature = ed25519_dalek::Signature::from_bytes(&bytes);
-        let message = message.get_or_insert_with(|| signed.joined());
+        Some(ed25519_dalek::Signature::from_bytes(&bytes))
+    });
+    for signature in well_formed.take(MAX_V1A_ENTRIES) {
+        let message = joined.get_or_insert_with(|| signed.joined());
         if public.verify_strict(message, &signature).is_ok() {
             return true;
         }
@@ -391,7 +433,7 @@ mod tests {
             let tolerance = case["tolerance_s"].as_u64().unwrap();
             let got = match check(&verifier(&secrets, tolerance), &headers, &body, now) {
                 Ok(_) => "ok",
-                Err(err) => err.label(),
+                Err(err) => crate::pipeline::verify_outcome(err).0.label(),
             };
             assert_eq!(got, case["expect"].as_str().unwrap(), "case {name}");
         }
@@ -409,7 +451,75 @@ mod tests {
             timestamp: "1000",
             signature: &sig,
         };
-        assert_eq!(v.verify(&headers, b"{}", 1000).unwrap().secret_index, 1);
+        let matched = v.verify(&headers, b"{}", 1000).unwrap().matched;
+        assert_eq!((matched.has(0), matched.has(1)), (false, true));
+    }
+
+    /// During a rotation Svix signs with both secrets: both count, in either order.
+    #[test]
+    fn reports_every_secret_that_matched() {
+        let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let new = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+        let sign = |secret: &str| {
+            Signer::try_from(&Key::decode(secret).unwrap())
+                .unwrap()
+                .sign("msg_1", 1000, b"{}")
+        };
+        let both = format!("{} {}", sign(new), sign(old));
+        let headers = SignedHeaders {
+            id: "msg_1",
+            timestamp: "1000",
+            signature: &both,
+        };
+        for order in [[old, new], [new, old]] {
+            let matched = verifier(&order, 300)
+                .verify(&headers, b"{}", 1000)
+                .unwrap()
+                .matched;
+            assert!(matched.has(0) && matched.has(1), "{order:?}");
+            assert_eq!(matched.first(), Some(0));
+        }
+    }
+
+    /// Past `MAX_V1A_ENTRIES` well-formed `v1a` entries nothing more is checked: a valid
+    /// signature placed fifth does not verify, placed fourth it does.
+    #[test]
+    fn at_most_four_v1a_entries_are_checked() {
+        let (secret, public) = ed25519_keys();
+        let (other, _) = ed25519_keys_from([9; 32]);
+        let body = b"{}";
+        let good = Signer::try_from(&Key::decode(&secret).unwrap())
+            .unwrap()
+            .sign("msg_1", 1000, body);
+        let bad = Signer::try_from(&Key::decode(&other).unwrap())
+            .unwrap()
+            .sign("msg_1", 1000, body);
+        let v = verifier(&[&public], 300);
+        for (others, verifies) in [(3, true), (4, false)] {
+            let header = format!("{} {good}", vec![bad.as_str(); others].join(" "));
+            let headers = SignedHeaders {
+                id: "msg_1",
+                timestamp: "1000",
+                signature: &header,
+            };
+            assert_eq!(v.verify(&headers, body, 1000).is_ok(), verifies, "{others}");
+        }
+    }
+
+    fn ed25519_keys() -> (String, String) {
+        ed25519_keys_from([7; 32])
+    }
+
+    /// A `whsk_` signing key and its `whpk_` public key from a seed.
+    fn ed25519_keys_from(seed: [u8; 32]) -> (String, String) {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let public = signing.verifying_key().to_bytes();
+        let mut both = seed.to_vec();
+        both.extend_from_slice(&public);
+        (
+            format!("whsk_{}", BASE64.encode(both)),
+            format!("whpk_{}", BASE64.encode(public)),
+        )
     }
 
     fn hmac_secret() -> impl Strategy<Value = String> {
@@ -542,20 +652,5 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn labels_are_the_contracts() {
-        assert_eq!(
-            VerifyError::MissingHeader(HeaderKind::Id).label(),
-            "missing_header"
-        );
-        assert_eq!(
-            VerifyError::MalformedHeader(HeaderKind::Id).label(),
-            "malformed_header"
-        );
-        assert_eq!(VerifyError::TimestampTooOld.label(), "timestamp_too_old");
-        assert_eq!(VerifyError::TimestampTooNew.label(), "timestamp_too_new");
-        assert_eq!(VerifyError::InvalidSignature.label(), "invalid_signature");
     }
 }

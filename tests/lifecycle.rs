@@ -7,7 +7,6 @@ use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -19,15 +18,6 @@ struct Running {
     public: SocketAddr,
     admin: SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,
-}
-
-/// Polls `check` every 10 ms until it holds, for at most 10 s.
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 impl Running {

@@ -264,16 +264,29 @@ async fn limits_on_headers_and_bodies() {
         "HTTP/1.1 431 Request Header Fields Too Large"
     );
 
+    // The body's checks come after the signed headers' (contract §7): these heads carry
+    // well-formed, fresh ones (the signature is only checked once the body is read).
+    let signed_head = format!(
+        "svix-id: msg_big\r\nsvix-timestamp: {}\r\nsvix-signature: v1,AAAA\r\n",
+        now()
+    );
     // Declared too large: refused before the body is read.
-    let declared = b"POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\ncontent-length: 999999\r\n\r\n";
+    let declared = format!(
+        "POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\n{signed_head}content-length: 999999\r\n\r\n"
+    );
     assert_eq!(
-        raw(&proxy, declared).await,
+        raw(&proxy, declared.as_bytes()).await,
         "HTTP/1.1 413 Payload Too Large"
     );
+    // Without the signed headers the same request is refused for them, body unread.
+    let unsigned = b"POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\ncontent-length: 999999\r\n\r\n";
+    assert_eq!(raw(&proxy, unsigned).await, "HTTP/1.1 400 Bad Request");
 
     // Chunked past the limit: refused while reading.
-    let mut chunked =
-        b"POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked = format!(
+        "POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\n{signed_head}transfer-encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
     for _ in 0..5 {
         chunked.extend_from_slice(b"400\r\n");
         chunked.extend_from_slice(&[b'a'; 1024]);
@@ -288,7 +301,10 @@ async fn limits_on_headers_and_bodies() {
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(
-            b"POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly a little",
+            format!(
+                "POST /webhooks/clerk HTTP/1.1\r\nhost: x\r\n{signed_head}content-length: 100\r\n\r\nonly a little"
+            )
+            .as_bytes(),
         )
         .await
         .unwrap();
@@ -304,6 +320,7 @@ async fn limits_on_headers_and_bodies() {
     let m = proxy.metrics().await;
     assert_eq!(m.requests("_unmatched", "headers_too_large"), 1.0);
     assert_eq!(m.requests("clerk", "body_too_large"), 2.0);
+    assert_eq!(m.requests("clerk", "missing_header"), 1.0);
     assert_eq!(m.requests("clerk", "body_timeout"), 1.0);
     proxy.shutdown().await;
 }
@@ -543,14 +560,34 @@ upstream_timeout = "200ms"
         (status, reply.as_ref()),
         (504, br#"{"error":"upstream_timeout"}"#.as_ref())
     );
+    // The sender stopped waiting, but the forward goes on (contract §7): a retry meanwhile
+    // is in flight, not forwarded a second time.
+    let (status, _) = deliver(&proxy, "/slow", SECRET, "msg_t", "user.created").await;
+    assert_eq!(status, 409);
     release.notify_waiters();
+    // The upstream's 2xx, when it comes, marks the id delivered: the next retry is a
+    // duplicate. Counted in hookwall_upstream_* when the forward ends.
+    until("the outlived forward to end", async || {
+        proxy.metrics().await.get(
+            "hookwall_upstream_responses_total",
+            &[("route", "slow"), ("class", "2xx")],
+        ) == Some(1.0)
+    })
+    .await;
+    let (status, reply) = deliver(&proxy, "/slow", SECRET, "msg_t", "user.created").await;
+    assert_eq!(
+        (status, reply.as_ref()),
+        (200, br#"{"outcome":"duplicate"}"#.as_ref())
+    );
+    assert_eq!(slow.ids()["msg_t"], 1);
 
-    // Both ids were released: a retry is tried again, not answered as duplicate/in flight.
+    // The unreachable upstream's id was released: a retry is tried again.
     let (status, _) = deliver(&proxy, "/down", SECRET, "msg_d", "user.created").await;
     assert_eq!(status, 502);
     let m = proxy.metrics().await;
     assert_eq!(m.requests("down", "upstream_unavailable"), 2.0);
     assert_eq!(m.requests("slow", "upstream_timeout"), 1.0);
+    assert_eq!(m.requests("slow", "in_flight"), 1.0);
     assert_eq!(
         m.get(
             "hookwall_upstream_responses_total",
@@ -563,9 +600,9 @@ upstream_timeout = "200ms"
             "hookwall_upstream_responses_total",
             &[("route", "slow"), ("class", "timeout")]
         ),
-        Some(1.0)
+        Some(0.0)
     );
-    assert_eq!(m.get("hookwall_dedup_entries", &[]), Some(0.0));
+    assert_eq!(m.get("hookwall_dedup_entries", &[]), Some(1.0));
     proxy.shutdown().await;
 }
 

@@ -1,7 +1,8 @@
 //! A broken upstream, scripted byte by byte over raw TCP: reset mid-response, hanging,
 //! answering slowly, answering with a huge body, closing keep-alive connections behind the
 //! pool's back, going away and coming back. hookwall never answers 2xx unless the upstream
-//! did, always releases the id on failure, and its pool recovers.
+//! did; only the upstream's answer decides the id (a 2xx status line delivers it, anything
+//! else releases it, and so does `upstream_deadline`); its pool recovers.
 
 mod common;
 
@@ -78,7 +79,7 @@ fn route_to(upstream: &str, timeout: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_reset_after_a_2xx_status_line_is_a_502_and_releases_the_id() {
+async fn a_reset_after_a_2xx_status_line_is_a_502_and_the_id_is_delivered() {
     let attempts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let seen = attempts.clone();
     let addr = raw_upstream(move |mut stream, id| {
@@ -110,36 +111,99 @@ async fn a_reset_after_a_2xx_status_line_is_a_502_and_releases_the_id() {
         (status, reply.as_ref()),
         (502, br#"{"error":"upstream_unavailable"}"#.as_ref())
     );
+    // The upstream said 200 before its body broke: it took the event. The sender's retry
+    // is a duplicate, not a second delivery.
     let (status, reply) = deliver(&proxy, "/hook", SECRET, "msg_reset", "user.created").await;
     assert_eq!(
         (status, reply.as_ref()),
-        (200, b"ok".as_ref()),
-        "the retry is delivered"
+        (200, br#"{"outcome":"duplicate"}"#.as_ref()),
+        "the retry is a duplicate"
     );
-    assert_eq!(attempts.lock().unwrap()["msg_reset"], 2);
+    assert_eq!(attempts.lock().unwrap()["msg_reset"], 1);
     proxy.shutdown().await;
 }
 
 #[tokio::test]
-async fn a_byte_by_byte_answer_slower_than_the_timeout_is_a_504() {
-    let addr = raw_upstream(|mut stream, _| async move {
-        for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" {
-            if stream.write_all(&[*byte]).await.is_err() {
-                return;
+async fn a_byte_by_byte_answer_slower_than_the_timeout_is_a_504_and_the_forward_goes_on() {
+    let attempts = Arc::new(Mutex::new(0usize));
+    let seen = attempts.clone();
+    let addr = raw_upstream(move |mut stream, _| {
+        *seen.lock().unwrap() += 1;
+        async move {
+            for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" {
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
     let proxy = Proxy::start(&route(addr, "300ms")).await;
     let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_slow", "user.created").await;
     assert_eq!(status, 504);
-    let m = proxy.metrics().await;
+    // The backend is still answering: the retry is in flight, not a second delivery.
+    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_slow", "user.created").await;
+    assert_eq!(status, 409);
+    until("the forward to end", async || {
+        proxy.metrics().await.get(
+            "hookwall_upstream_responses_total",
+            &[("route", "r"), ("class", "2xx")],
+        ) == Some(1.0)
+    })
+    .await;
+    let (status, reply) = deliver(&proxy, "/hook", SECRET, "msg_slow", "user.created").await;
     assert_eq!(
-        m.get("hookwall_dedup_entries", &[]),
+        (status, reply.as_ref()),
+        (200, br#"{"outcome":"duplicate"}"#.as_ref())
+    );
+    assert_eq!(*attempts.lock().unwrap(), 1);
+    proxy.shutdown().await;
+}
+
+/// Only `upstream_deadline` abandons a forward: the connection is closed, the id released,
+/// and the sender's next retry is forwarded again.
+#[tokio::test]
+async fn a_hanging_upstream_is_abandoned_at_the_deadline_and_the_id_released() {
+    let attempts = Arc::new(Mutex::new(0usize));
+    let seen = attempts.clone();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let addr = raw_upstream(move |mut stream, _| {
+        *seen.lock().unwrap() += 1;
+        let closed = closed_tx.clone();
+        async move {
+            // Never answers; notices when hookwall closes the connection.
+            let mut byte = [0u8; 1];
+            let _ = stream.read(&mut byte).await;
+            let _ = closed.send(());
+        }
+    })
+    .await;
+    let toml = format!("{}upstream_deadline = \"600ms\"\n", route(addr, "100ms"));
+    let proxy = Proxy::start(&toml).await;
+    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_hang", "user.created").await;
+    assert_eq!(status, 504);
+    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_hang", "user.created").await;
+    assert_eq!(status, 409, "still in flight until the deadline");
+    // The deadline closes the upstream connection.
+    tokio::time::timeout(Duration::from_secs(10), closed_rx.recv())
+        .await
+        .expect("the abandoned forward's connection is closed");
+    until("the abandoned forward to be counted", async || {
+        proxy.metrics().await.get(
+            "hookwall_upstream_responses_total",
+            &[("route", "r"), ("class", "timeout")],
+        ) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        proxy.metrics().await.get("hookwall_dedup_entries", &[]),
         Some(0.0),
         "the id was released"
     );
+    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_hang", "user.created").await;
+    assert_eq!(status, 504, "the retry is forwarded again");
+    assert_eq!(*attempts.lock().unwrap(), 2);
     proxy.shutdown().await;
 }
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::{code, exit};
-use crate::config::Config;
+use crate::config::{unread_env, Config};
 use crate::route::Action;
 
 /// The routing table, one line per rule, in columns.
@@ -31,8 +31,9 @@ pub fn routing_table(config: &Config) -> String {
             let events: Vec<&str> = rule.events.iter().map(|g| g.as_str()).collect();
             let action = match &rule.action {
                 Action::Forward(upstream) => format!(
-                    "forward {upstream} (timeout {})",
-                    humantime::format_duration(route.upstream_timeout)
+                    "forward {upstream} (timeout {}, deadline {})",
+                    humantime::format_duration(route.upstream_timeout),
+                    humantime::format_duration(route.upstream_deadline)
                 ),
                 Action::Drop => "drop (200)".into(),
             };
@@ -70,6 +71,7 @@ pub fn routing_table(config: &Config) -> String {
 }
 
 pub fn run(file: &std::path::Path) -> ExitCode {
+    warn_unread_env();
     match Config::load(file) {
         Ok(config) => {
             println!(
@@ -84,6 +86,12 @@ pub fn run(file: &std::path::Path) -> ExitCode {
                 },
                 config.admin_addr
             );
+            println!(
+                "{} worker(s); on SIGTERM: shutdown_delay {} + shutdown_grace {}",
+                config.limits.workers,
+                humantime::format_duration(config.limits.shutdown_delay),
+                humantime::format_duration(config.limits.shutdown_grace),
+            );
             println!();
             print!("{}", routing_table(&config));
             code(exit::OK)
@@ -93,5 +101,19 @@ pub fn run(file: &std::path::Path) -> ExitCode {
             eprintln!("{}: {} problem(s)", file.display(), err.problems.len());
             code(exit::CONFIG)
         }
+    }
+}
+
+/// `HOOKWALL_` variables that are not overrides (no `__`), such as the ones Kubernetes
+/// sets for a Service named `hookwall`: not read, listed so a typo is seen.
+fn warn_unread_env() {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    for name in unread_env(names.iter().map(String::as_str)) {
+        eprintln!(
+            "warning: {name} is not read: overrides are HOOKWALL_<SECTION>__<KEY> \
+             (Kubernetes sets HOOKWALL_SERVICE_HOST, HOOKWALL_PORT, ... for a Service named hookwall)"
+        );
     }
 }

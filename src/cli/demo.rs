@@ -98,6 +98,9 @@ fn demo_config(backend: SocketAddr, public_key: &str) -> String {
 addr = "127.0.0.1:0"
 [admin]
 addr = "127.0.0.1:0"
+[limits]
+# The demo stops at once: no Kubernetes endpoints to wait for.
+shutdown_delay = "0s"
 
 [[routes]]
 name = "clerk"

@@ -31,6 +31,49 @@ fn duration(problems: &mut Problems, key: &str, text: &str) -> Option<Duration> 
     }
 }
 
+/// A duration where zero means "none" (`shutdown_delay`).
+fn duration_or_zero(problems: &mut Problems, key: &str, text: &str) -> Option<Duration> {
+    if humantime::parse_duration(text).is_ok_and(|d| d.is_zero()) {
+        return Some(Duration::ZERO);
+    }
+    duration(problems, key, text)
+}
+
+/// The container's CPU quota rounded up (cgroup v2 `cpu.max`, else v1's
+/// `cpu.cfs_quota_us` / `cpu.cfs_period_us`), else `WORKERS_WITHOUT_QUOTA`. Not the
+/// node's core count: a sidecar without a CPU limit on a 64-core node would start 64
+/// threads and 64 upstream pools.
+pub(super) fn default_workers() -> usize {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let quota = read("/sys/fs/cgroup/cpu.max")
+        .and_then(|text| cpu_quota_v2(&text))
+        .or_else(|| {
+            let quota = read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")?;
+            let period = read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")?;
+            cpu_quota_v1(&quota, &period)
+        });
+    quota.unwrap_or(defaults::WORKERS_WITHOUT_QUOTA)
+}
+
+/// `cpu.max` is `"QUOTA PERIOD"` in microseconds, or `"max PERIOD"` without a limit.
+pub(super) fn cpu_quota_v2(text: &str) -> Option<usize> {
+    let (quota, period) = text.trim().split_once(' ')?;
+    cpus(quota.parse().ok()?, period.parse().ok()?)
+}
+
+/// v1: a quota of -1 means no limit.
+pub(super) fn cpu_quota_v1(quota: &str, period: &str) -> Option<usize> {
+    let quota: i64 = quota.trim().parse().ok()?;
+    cpus(u64::try_from(quota).ok()?, period.trim().parse().ok()?)
+}
+
+fn cpus(quota: u64, period: u64) -> Option<usize> {
+    if quota == 0 || period == 0 {
+        return None;
+    }
+    usize::try_from(quota.div_ceil(period)).ok()
+}
+
 fn socket_addr(problems: &mut Problems, key: &str, text: &str) -> Option<SocketAddr> {
     match text.parse() {
         Ok(addr) => Some(addr),
@@ -119,7 +162,25 @@ pub(super) fn build(
     );
     let body_read_timeout = duration(problems, "limits.body_read_timeout", &l.body_read_timeout);
     let upstream_timeout = duration(problems, "limits.upstream_timeout", &l.upstream_timeout);
+    let upstream_deadline = duration(problems, "limits.upstream_deadline", &l.upstream_deadline);
+    let shutdown_delay = duration_or_zero(problems, "limits.shutdown_delay", &l.shutdown_delay);
     let shutdown_grace = duration(problems, "limits.shutdown_grace", &l.shutdown_grace);
+    let idle_timeout = duration(problems, "limits.idle_timeout", &l.idle_timeout);
+    let max_buffered_bytes =
+        at_least_one(problems, "limits.max_buffered_bytes", l.max_buffered_bytes);
+    if max_buffered_bytes < max_body_bytes {
+        problems.add(
+            "limits.max_buffered_bytes",
+            format!(
+                "{max_buffered_bytes} is below limits.max_body_bytes ({max_body_bytes}): \
+                 the largest allowed body could never be read"
+            ),
+        );
+    }
+    let workers = match l.workers {
+        Some(n) => at_least_one(problems, "limits.workers", n as u64) as usize,
+        None => default_workers(),
+    };
 
     let tolerance = duration(problems, "verify.tolerance", &raw.verify.tolerance);
     let capacity = at_least_one(problems, "dedup.capacity", raw.dedup.capacity as u64) as usize;
@@ -201,7 +262,7 @@ pub(super) fn build(
             i,
             base_dir,
             tolerance_secs,
-            upstream_timeout,
+            (upstream_timeout, upstream_deadline),
             problems,
         ));
     }
@@ -222,7 +283,11 @@ pub(super) fn build(
             body_read_timeout: body_read_timeout?,
             max_connections,
             h2_max_concurrent_streams: h2_streams,
+            shutdown_delay: shutdown_delay?,
             shutdown_grace: shutdown_grace?,
+            idle_timeout: idle_timeout?,
+            max_buffered_bytes,
+            workers,
         },
         tolerance: tolerance?,
         dedup: DedupConfig {
@@ -242,7 +307,7 @@ fn build_route(
     i: usize,
     base_dir: &Path,
     tolerance_secs: u64,
-    default_timeout: Option<Duration>,
+    (default_timeout, default_deadline): (Option<Duration>, Option<Duration>),
     problems: &mut Problems,
 ) -> Option<Route> {
     let at = |key: &str| format!("routes[{i}].{key}");
@@ -296,7 +361,7 @@ fn build_route(
         (Some(url), None) => upstream(problems, &at("upstream"), &url).map(|up| {
             Rules(vec![Rule {
                 events: vec![Glob::new("*")],
-                action: Action::Forward(Box::new(up)),
+                action: Action::Forward(Arc::new(up)),
             }])
         }),
         (None, Some(raw_rules)) => {
@@ -311,7 +376,7 @@ fn build_route(
                 }
                 let action = match (rule.upstream, rule.action.as_deref()) {
                     (Some(url), None) => upstream(problems, &key("upstream"), &url)
-                        .map(|up| Action::Forward(Box::new(up))),
+                        .map(|up| Action::Forward(Arc::new(up))),
                     (None, Some("drop")) => Some(Action::Drop),
                     (None, Some(other)) => {
                         problems.add(
@@ -364,6 +429,23 @@ fn build_route(
         Some(text) => duration(problems, &at("upstream_timeout"), &text),
         None => default_timeout,
     };
+    let upstream_deadline = match raw.upstream_deadline {
+        Some(text) => duration(problems, &at("upstream_deadline"), &text),
+        None => default_deadline,
+    };
+    if let (Some(timeout), Some(deadline)) = (upstream_timeout, upstream_deadline) {
+        if deadline < timeout {
+            problems.add(
+                at("upstream_deadline"),
+                format!(
+                    "{} is shorter than upstream_timeout ({}): a forward would be \
+                     abandoned while its sender still waits",
+                    humantime::format_duration(deadline),
+                    humantime::format_duration(timeout)
+                ),
+            );
+        }
+    }
     let max_in_flight = match raw.max_in_flight {
         Some(n) => at_least_one(problems, &at("max_in_flight"), n as u64) as usize,
         None => defaults::MAX_IN_FLIGHT,
@@ -385,6 +467,7 @@ fn build_route(
         verifier: Verifier::new(keys, tolerance_secs),
         rules: rules?,
         upstream_timeout: upstream_timeout?,
+        upstream_deadline: upstream_deadline?,
         max_in_flight,
         ca_file,
     })

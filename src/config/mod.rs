@@ -38,10 +38,29 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 1024;
     /// HTTP/2 streams per connection, hyper's usual bound.
     pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
-    /// Svix waits about 15 s for an answer; answering 504 before that lets it retry cleanly.
+    /// How long the sender waits for the upstream: below hosted Svix's 15 s and the
+    /// open-source server's 30 s, so the sender gets hookwall's 504 rather than its own
+    /// timeout. The forward itself goes on (`UPSTREAM_DEADLINE`).
     pub const UPSTREAM_TIMEOUT: &str = "10s";
-    /// Under Kubernetes' default 30 s termination grace, leaving time to exit.
+    /// How long a forward may run in all before it is abandoned and its id released: a
+    /// slow backend is usually still working, and cancelling does not undo its work.
+    pub const UPSTREAM_DEADLINE: &str = "5m";
+    /// After SIGTERM, new connections are still served this long: Kubernetes removes the
+    /// pod from its Service's endpoints a moment after it signals, and the distroless image
+    /// has no `sleep` for a preStop hook.
+    pub const SHUTDOWN_DELAY: &str = "5s";
+    /// With the delay, under the example's 40 s termination grace, leaving time to exit.
     pub const SHUTDOWN_GRACE: &str = "25s";
+    /// A connection with no request in progress is closed after this: a sender that
+    /// proves nothing must not hold a connection slot for ever.
+    pub const IDLE_TIMEOUT: &str = "60s";
+    /// 64 MiB of request bodies being read, all connections together: with the rest of
+    /// the process (~30 MB) under the example pod's 128 MiB limit, whatever anonymous
+    /// senders do.
+    pub const MAX_BUFFERED_BYTES: u64 = 64 * 1024 * 1024;
+    /// Request threads when the container has no CPU quota: a sidecar shares its node, and
+    /// one thread per node core (64 on a big node) only costs memory and upstream pools.
+    pub const WORKERS_WITHOUT_QUOTA: usize = 2;
     /// The window every official Svix library uses.
     pub const TOLERANCE: &str = "5m";
     /// ~100 bytes an id: 100,000 ids stay around 10-20 MB.
@@ -107,7 +126,13 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     pub max_connections: usize,
     pub h2_max_concurrent_streams: u32,
+    /// After SIGTERM, how long new connections are still served (zero: none).
+    pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
+    pub idle_timeout: Duration,
+    pub max_buffered_bytes: u64,
+    /// Request threads: `limits.workers`, else the CPU quota rounded up, else 2.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +163,10 @@ pub struct Route {
     pub secrets: Vec<SecretSource>,
     pub verifier: Verifier,
     pub rules: Rules,
+    /// How long the sender waits for the upstream's answer.
     pub upstream_timeout: Duration,
+    /// How long the forward may go on in all before it is abandoned.
+    pub upstream_deadline: Duration,
     pub max_in_flight: usize,
     /// PEM bundle for https upstreams; `None` = the system's roots.
     pub ca_file: Option<PathBuf>,
@@ -228,12 +256,9 @@ impl Config {
 
         let mut overrides = Vec::new();
         for (name, value) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            let Some(rest) = override_key(name) else {
                 continue;
             };
-            if name == CONFIG_ENV || name == LOG_ENV {
-                continue;
-            }
             if rest.to_ascii_lowercase().starts_with("routes") {
                 problems.add(name, "routes cannot be overridden from the environment");
                 continue;
@@ -314,6 +339,28 @@ impl Config {
 const SECTIONS: [&str; 7] = [
     "listen", "admin", "limits", "verify", "dedup", "log", "routes",
 ];
+
+/// The part after `HOOKWALL_` of an override (`LISTEN__ADDR`), or `None` for a variable
+/// that is not one: another prefix, `HOOKWALL_CONFIG`, `HOOKWALL_LOG`, or a `HOOKWALL_`
+/// name without the double underscore, such as the `HOOKWALL_SERVICE_HOST` and
+/// `HOOKWALL_PORT` that Kubernetes sets for a Service named `hookwall`.
+fn override_key(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    (rest.contains("__") && name != CONFIG_ENV && name != LOG_ENV).then_some(rest)
+}
+
+/// The `HOOKWALL_` variables in `env` that hookwall does not read (neither overrides nor
+/// `HOOKWALL_CONFIG` / `HOOKWALL_LOG`), for `check` to list as a warning.
+pub fn unread_env<'a>(env: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    env.into_iter()
+        .filter(|name| {
+            name.starts_with(ENV_PREFIX)
+                && *name != CONFIG_ENV
+                && *name != LOG_ENV
+                && override_key(name).is_none()
+        })
+        .collect()
+}
 
 /// Reads one top-level section, recording its unknown keys and type errors.
 struct SectionReader<'a> {

@@ -63,7 +63,12 @@ pub(super) struct RawLimits {
     pub(super) max_connections: usize,
     pub(super) h2_max_concurrent_streams: u32,
     pub(super) upstream_timeout: String,
+    pub(super) upstream_deadline: String,
+    pub(super) shutdown_delay: String,
     pub(super) shutdown_grace: String,
+    pub(super) idle_timeout: String,
+    pub(super) max_buffered_bytes: u64,
+    pub(super) workers: Option<usize>,
 }
 
 impl Default for RawLimits {
@@ -77,7 +82,12 @@ impl Default for RawLimits {
             max_connections: defaults::MAX_CONNECTIONS,
             h2_max_concurrent_streams: defaults::H2_MAX_CONCURRENT_STREAMS,
             upstream_timeout: defaults::UPSTREAM_TIMEOUT.into(),
+            upstream_deadline: defaults::UPSTREAM_DEADLINE.into(),
+            shutdown_delay: defaults::SHUTDOWN_DELAY.into(),
             shutdown_grace: defaults::SHUTDOWN_GRACE.into(),
+            idle_timeout: defaults::IDLE_TIMEOUT.into(),
+            max_buffered_bytes: defaults::MAX_BUFFERED_BYTES,
+            workers: None,
         }
     }
 }
@@ -136,6 +146,7 @@ pub(super) struct RawRoute {
     pub(super) secrets: Vec<String>,
     pub(super) upstream: Option<String>,
     pub(super) upstream_timeout: Option<String>,
+    pub(super) upstream_deadline: Option<String>,
     pub(super) max_in_flight: Option<usize>,
     pub(super) ca_file: Option<PathBuf>,
     pub(super) rules: Option<Vec<RawRule>>,

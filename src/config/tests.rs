@@ -160,7 +160,7 @@ fn environment_overrides_and_their_errors() {
         &minimal(),
         &[
             ("HOOKWALL_LISTEN__ADRESS", "x"),
-            ("HOOKWALL_ROUTES", "[]"),
+            ("HOOKWALL_ROUTES__PATH", "/x"),
             ("HOOKWALL_LOG", "=["),
             ("HOOKWALL_LIMITS__MAX_HEADERS", "lots"),
         ],
@@ -172,7 +172,7 @@ fn environment_overrides_and_their_errors() {
     assert!(
         found
             .iter()
-            .any(|p| p.starts_with("HOOKWALL_ROUTES: routes cannot")),
+            .any(|p| p.starts_with("HOOKWALL_ROUTES__PATH: routes cannot")),
         "{found:#?}"
     );
     assert!(
@@ -187,6 +187,76 @@ fn environment_overrides_and_their_errors() {
             .any(|p| p.starts_with("HOOKWALL_LIMITS__MAX_HEADERS: invalid type")),
         "{found:#?}"
     );
+}
+
+/// Kubernetes puts `HOOKWALL_SERVICE_HOST`, `HOOKWALL_PORT`, ... into every pod of a
+/// namespace with a Service named `hookwall`: they are not overrides and must not stop
+/// hookwall from starting; `check` lists them.
+#[test]
+fn service_link_variables_are_not_read() {
+    let k8s = [
+        ("HOOKWALL_SERVICE_HOST", "10.0.0.7"),
+        ("HOOKWALL_SERVICE_PORT", "8080"),
+        ("HOOKWALL_PORT", "tcp://10.0.0.7:8080"),
+        ("HOOKWALL_PORT_8080_TCP_ADDR", "10.0.0.7"),
+        ("HOOKWALL_PORT_8080_TCP_PROTO", "tcp"),
+    ];
+    let mut env = k8s.to_vec();
+    env.push(("HOOKWALL_LIMITS__MAX_HEADERS", "50"));
+    let config = load(&minimal(), &env).unwrap();
+    assert_eq!(config.limits.max_headers, 50);
+    let names: Vec<&str> = env.iter().map(|(name, _)| *name).collect();
+    let unread = unread_env(names.iter().copied().chain(["HOOKWALL_LOG", "PATH"]));
+    assert_eq!(unread, k8s.map(|(name, _)| name));
+}
+
+#[test]
+fn connection_drain_and_forward_limits_default_and_validate() {
+    let config = load(&minimal(), &[]).unwrap();
+    let l = &config.limits;
+    assert_eq!(l.idle_timeout, Duration::from_secs(60));
+    assert_eq!(l.shutdown_delay, Duration::from_secs(5));
+    assert_eq!(l.max_buffered_bytes, 64 * 1024 * 1024);
+    assert!(l.workers >= 1);
+    assert_eq!(config.routes[0].upstream_deadline, Duration::from_secs(300));
+    // A zero delay is allowed (tests, the demo); zero elsewhere is not.
+    let text = format!(
+        "[limits]\nshutdown_delay = \"0s\"\nworkers = 3\nupstream_deadline = \"2m\"\n{}",
+        minimal()
+    );
+    let config = load(&text, &[]).unwrap();
+    assert_eq!(config.limits.shutdown_delay, Duration::ZERO);
+    assert_eq!(config.limits.workers, 3);
+    assert_eq!(config.routes[0].upstream_deadline, Duration::from_secs(120));
+    let found = problems(
+        &format!(
+            "[limits]\nidle_timeout = \"0s\"\nworkers = 0\nmax_buffered_bytes = 10\n{}",
+            minimal().replace("upstream = ", "upstream_deadline = \"1s\"\nupstream = ")
+        ),
+        &[],
+    );
+    for want in [
+        "limits.idle_timeout: \"0s\" must be longer than zero",
+        "limits.workers: 0 must be at least 1",
+        "limits.max_buffered_bytes: 10 is below limits.max_body_bytes",
+        "routes[0].upstream_deadline: 1s is shorter than upstream_timeout",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(want)),
+            "{want}: {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn cpu_quota_rounds_up_and_no_quota_is_none() {
+    use super::build::{cpu_quota_v1, cpu_quota_v2};
+    assert_eq!(cpu_quota_v2("150000 100000\n"), Some(2));
+    assert_eq!(cpu_quota_v2("100000 100000"), Some(1));
+    assert_eq!(cpu_quota_v2("50000 100000"), Some(1));
+    assert_eq!(cpu_quota_v2("max 100000"), None);
+    assert_eq!(cpu_quota_v1("-1", "100000"), None);
+    assert_eq!(cpu_quota_v1("250000\n", "100000\n"), Some(3));
 }
 
 #[test]

@@ -287,9 +287,20 @@ impl Proxy {
         self.control.send(Control::Reload).await.unwrap();
     }
 
+    /// Stops the proxy the way SIGINT does: without `shutdown_delay` (the tests of the
+    /// delay send `Control::Shutdown`, as SIGTERM does).
     pub async fn shutdown(self) {
-        self.control.send(Control::Shutdown).await.unwrap();
+        self.stop(Control::Interrupt).await;
+    }
+
+    pub async fn stop(self, how: Control) {
+        self.control.send(how).await.unwrap();
         self.task.await.unwrap();
+    }
+
+    /// Sends a control message and lets the proxy run on.
+    pub async fn control(&self, what: Control) {
+        self.control.send(what).await.unwrap();
     }
 
     pub async fn metrics(&self) -> Metrics {
@@ -364,6 +375,27 @@ impl Metrics {
             &[("route", route), ("outcome", outcome)],
         )
         .unwrap_or_else(|| panic!("no series for {route}/{outcome}"))
+    }
+}
+
+/// Polls `check` every 10 ms until it holds, for at most 10 s (a generous bound: it only
+/// keeps a broken build from hanging the suite).
+pub async fn until(what: &str, check: impl AsyncFnMut() -> bool) {
+    until_within(what, std::time::Duration::from_secs(10), check).await
+}
+
+pub async fn until_within(
+    what: &str,
+    within: std::time::Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
