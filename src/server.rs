@@ -353,22 +353,24 @@ impl Activity {
     }
 
     /// Completes once the connection should close: no request head yet `first` after the
-    /// accept, or no request in progress for `idle`. While a request is in progress it
-    /// looks again every `idle`; otherwise it sleeps until exactly the due time.
+    /// accept, or no request in progress for `idle`. It looks again at least every
+    /// `min(first, idle)`, so a request that came and went while it slept is seen in time;
+    /// otherwise it sleeps until exactly the due time.
     async fn idle(&self, first: Duration, idle: Duration) {
+        let step = first.min(idle);
         loop {
-            let limit = if self.started_any() { idle } else { first };
             let now = Instant::now();
             let next = if self.busy.load(Ordering::Acquire) > 0 {
-                now + limit
+                now + step
             } else {
+                let limit = if self.started_any() { idle } else { first };
                 let since =
                     self.start + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
                 let due = since + limit;
                 if due <= now {
                     return;
                 }
-                due
+                due.min(now + step)
             };
             tokio::time::sleep_until(next).await;
         }

@@ -194,6 +194,38 @@ fn check_accepts_the_example_config_and_prints_the_table() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// In a namespace with a Service named `hookwall`, Kubernetes sets `HOOKWALL_PORT`,
+/// `HOOKWALL_SERVICE_HOST`, ... in every pod. They are not overrides: `check` passes and
+/// lists them as a warning, and `run` starts (it used to exit 1 on the next rollout).
+#[test]
+fn kubernetes_service_link_variables_are_a_warning_not_an_error() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/hookwall.toml");
+    let mut env = example_env();
+    env.extend([
+        ("HOOKWALL_SERVICE_HOST", "10.96.0.12"),
+        ("HOOKWALL_PORT", "tcp://10.96.0.12:8080"),
+        ("HOOKWALL_PORT_8080_TCP_ADDR", "10.96.0.12"),
+    ]);
+    let out = hookwall(&["check", "-c", config], &env);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for name in [
+        "HOOKWALL_SERVICE_HOST",
+        "HOOKWALL_PORT ",
+        "HOOKWALL_PORT_8080_TCP_ADDR",
+    ] {
+        assert!(
+            stderr.contains(&format!("warning: {name}")),
+            "{name}: {stderr}"
+        );
+    }
+    // A double-underscore name that names no key is still an error.
+    env.push(("HOOKWALL_LISTEN__ADRESS", "x"));
+    let out = hookwall(&["check", "-c", config], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("HOOKWALL_LISTEN__ADRESS: names no configuration key"));
+}
+
 #[test]
 fn check_lists_every_problem_with_its_key() {
     let dir = tempfile::tempdir().unwrap();

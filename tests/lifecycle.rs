@@ -1,134 +1,12 @@
 //! Life cycle, as Kubernetes drives it: the real binary, real signals. SIGHUP reloads the
-//! config and re-reads secret files; SIGTERM drains in-flight requests and exits 0.
+//! config and re-reads secret files (a refused one changes nothing); SIGTERM turns unready,
+//! still serves new connections for `shutdown_delay`, then drains in-flight requests and
+//! forwards that outlived their request, and exits 0; SIGINT skips the delay.
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-
+use common::running::*;
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hookwall");
-
-/// `hookwall run` as a child process, its stderr (JSON log lines) collected.
-struct Running {
-    child: Child,
-    public: SocketAddr,
-    admin: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Running {
-    async fn start(config: &std::path::Path) -> Running {
-        let mut child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(config)
-            .env("HOOKWALL_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut addrs = None;
-        until("the listening line", async || {
-            addrs = lines.lock().unwrap().iter().find_map(|line| {
-                let v: serde_json::Value = serde_json::from_str(line).ok()?;
-                (v["message"] == "listening").then(|| {
-                    (
-                        v["public"].as_str().unwrap().parse().unwrap(),
-                        v["admin"].as_str().unwrap().parse().unwrap(),
-                    )
-                })
-            });
-            addrs.is_some()
-        })
-        .await;
-        let (public, admin) = addrs.unwrap();
-        Running {
-            child,
-            public,
-            admin,
-            lines,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.public)
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn metrics(&self) -> Metrics {
-        let (_, _, body) = get(&format!("http://{}/metrics", self.admin)).await;
-        Metrics::parse(&String::from_utf8_lossy(&body))
-    }
-
-    async fn reloads(&self, result: &str) -> f64 {
-        self.metrics()
-            .await
-            .get("hookwall_config_reloads_total", &[("result", result)])
-            .unwrap()
-    }
-
-    async fn post_event(&self, secret: &str, id: &str) -> u16 {
-        let body = event("user.created");
-        post(&self.url("/hook"), &signed(secret, id, now(), &body), &body)
-            .await
-            .0
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_config(dir: &std::path::Path, upstream: &Upstream, extra: &str) -> std::path::PathBuf {
-    let file = dir.join("hookwall.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-[listen]
-addr = "127.0.0.1:0"
-[admin]
-addr = "127.0.0.1:0"
-[log]
-format = "json"
-{extra}
-[[routes]]
-name = "hook"
-path = "/hook"
-secrets = ["file:secret"]
-upstream = "{}"
-"#,
-            upstream.url("/")
-        ),
-    )
-    .unwrap();
-    file
-}
 
 #[tokio::test]
 async fn sighup_rereads_secret_files_and_refuses_a_broken_config() {
@@ -176,12 +54,15 @@ async fn sighup_rereads_secret_files_and_refuses_a_broken_config() {
     assert!(!log.contains("user_1"), "a body leaked into the log");
 }
 
+/// The Kubernetes-shaped drain: after SIGTERM, /readyz is 503 at once, but new
+/// connections are still served for `shutdown_delay` (the Service still routes here for
+/// a moment); then the listener closes and the request in flight finishes.
 #[tokio::test]
-async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
+async fn sigterm_serves_the_delay_then_finishes_the_request_in_flight_and_exits_0() {
     let (upstream, arrived, release) = holding_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config = write_config(dir.path(), &upstream, "");
+    let config = write_config(dir.path(), &upstream, "[limits]\nshutdown_delay = \"3s\"\n");
     let mut hw = Running::start(&config).await;
     // Ready once both listeners are bound and the workers run (probes poll, so do we).
     let admin = hw.admin;
@@ -203,7 +84,28 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
         get(&format!("http://{admin}/readyz")).await.0 == 503
     })
     .await;
-    release.notify_one();
+    // Unready, but a sender the Service still sends here is served, on a new connection.
+    let url = hw.url("/hook");
+    let late = tokio::spawn(async move {
+        let body = event("user.created");
+        post(&url, &signed(SECRET, "msg_late", now(), &body), &body)
+            .await
+            .0
+    });
+    arrived.notified().await;
+    release.notify_waiters();
+    assert_eq!(late.await.unwrap(), 200, "served within shutdown_delay");
+    // The delay over, the listener closes; the request in flight still finishes.
+    until("the end of the delay", async || {
+        hw.log().iter().any(|l| l.contains("no new connections"))
+    })
+    .await;
+    let public = hw.public;
+    until("the listener to close", async || {
+        tokio::net::TcpStream::connect(public).await.is_err()
+    })
+    .await;
+    release.notify_waiters();
     assert_eq!(
         in_flight.await.unwrap(),
         200,
@@ -215,6 +117,156 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// A person at a terminal: SIGINT stops without waiting for `shutdown_delay`.
+#[tokio::test]
+async fn sigint_skips_the_shutdown_delay() {
+    let upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let config = write_config(
+        dir.path(),
+        &upstream,
+        "[limits]\nshutdown_delay = \"10m\"\n",
+    );
+    let mut hw = Running::start(&config).await;
+    assert_eq!(hw.post_event(SECRET, "msg_1").await, 200);
+    hw.signal("INT");
+    // Far below the delay: the bound only keeps a broken build from hanging the suite.
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || hw.child.wait().unwrap()),
+    )
+    .await
+    .expect("SIGINT does not wait for shutdown_delay")
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A forward the sender stopped waiting for (504) still runs at SIGTERM: the drain waits
+/// for it, its 2xx marks the id delivered, and a line names its id and how it ended.
+#[tokio::test]
+async fn sigterm_waits_for_a_forward_that_outlived_its_request() {
+    let (upstream, arrived, release) = holding_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let config = write_config(
+        dir.path(),
+        &upstream,
+        "[limits]\nshutdown_delay = \"0s\"\nupstream_timeout = \"100ms\"\n",
+    );
+    let mut hw = Running::start(&config).await;
+    assert_eq!(hw.post_event(SECRET, "msg_slow").await, 504);
+    arrived.notified().await;
+    hw.signal("TERM");
+    until("the drain to start", async || {
+        hw.log().iter().any(|l| l.contains("draining"))
+    })
+    .await;
+    release.notify_one();
+    let (status, hw) = tokio::task::spawn_blocking(move || {
+        let status = hw.child.wait().unwrap();
+        (status, hw)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    until("the forward's own line", async || {
+        hw.log().iter().any(|l| {
+            l.contains("forward ended after its request")
+                && l.contains(r#""id":"msg_slow""#)
+                && l.contains(r#""detached":"upstream_timeout""#)
+                && l.contains(r#""delivered":true"#)
+        })
+    })
+    .await;
+    assert!(!hw.log().iter().any(|l| l.contains("cut off")));
+}
+
+/// A forward still running when `shutdown_grace` runs out is cut off, logged, and its id
+/// released (a restarted hookwall would forward the sender's retry).
+#[tokio::test]
+async fn the_grace_cuts_off_a_forward_that_outlived_its_request() {
+    let (upstream, arrived, release) = holding_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let config = write_config(
+        dir.path(),
+        &upstream,
+        "[limits]\nshutdown_delay = \"0s\"\nshutdown_grace = \"300ms\"\nupstream_timeout = \"100ms\"\n",
+    );
+    let mut hw = Running::start(&config).await;
+    assert_eq!(hw.post_event(SECRET, "msg_stuck").await, 504);
+    arrived.notified().await;
+    hw.signal("TERM");
+    let (status, hw) = tokio::task::spawn_blocking(move || {
+        let status = hw.child.wait().unwrap();
+        (status, hw)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    until("the cut-off warning", async || {
+        hw.log()
+            .iter()
+            .any(|l| l.contains("forwards that outlived their request were cut off"))
+    })
+    .await;
+    release.notify_one();
+}
+
+/// A reload that is refused changes nothing, the log level included.
+#[tokio::test]
+async fn a_refused_reload_keeps_the_log_level() {
+    let upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let config = write_config(dir.path(), &upstream, "");
+    let hw = Running::start_with(&config, None).await;
+    assert_eq!(hw.post_event(SECRET, "msg_1").await, 200);
+    // A new level, and a route whose secret file is missing: refused as a whole.
+    let broken = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("format = \"json\"", "format = \"json\"\nlevel = \"trace\"")
+        .replace("file:secret", "file:gone");
+    std::fs::write(&config, broken).unwrap();
+    hw.signal("HUP");
+    until("the refused reload", async || {
+        hw.reloads("error").await == 1.0
+    })
+    .await;
+    assert_eq!(hw.post_event(SECRET, "msg_2").await, 200);
+    until("the request's line", async || {
+        hw.log().iter().any(|l| l.contains(r#""id":"msg_2""#))
+    })
+    .await;
+    let verbose: Vec<String> = hw
+        .log()
+        .into_iter()
+        .filter(|l| l.contains(r#""level":"DEBUG""#) || l.contains(r#""level":"TRACE""#))
+        .collect();
+    assert!(
+        verbose.is_empty(),
+        "the refused level took effect: {verbose:#?}"
+    );
+}
+
+/// `limits.workers` request threads, no more (a sidecar shares its node).
+#[tokio::test]
+async fn limits_workers_is_the_number_of_request_threads() {
+    let upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let config = write_config(dir.path(), &upstream, "[limits]\nworkers = 3\n");
+    let hw = Running::start(&config).await;
+    assert_eq!(hw.post_event(SECRET, "msg_1").await, 200);
+    let threads = std::fs::read_dir(format!("/proc/{}/task", hw.child.id()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("hookwall-worker"))
+        .count();
+    assert_eq!(threads, 3);
+}
+
 #[tokio::test]
 async fn the_shutdown_grace_cuts_off_what_does_not_finish() {
     let (upstream, arrived, release) = holding_upstream().await;
@@ -223,7 +275,7 @@ async fn the_shutdown_grace_cuts_off_what_does_not_finish() {
     let config = write_config(
         dir.path(),
         &upstream,
-        "[limits]\nshutdown_grace = \"200ms\"\n",
+        "[limits]\nshutdown_grace = \"200ms\"\nshutdown_delay = \"0s\"\n",
     );
     let mut hw = Running::start(&config).await;
     let url = hw.url("/hook");

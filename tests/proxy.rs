@@ -764,3 +764,56 @@ async fn every_metric_of_the_contract_is_exported() {
     assert_eq!(status, 404);
     proxy.shutdown().await;
 }
+
+/// During a rotation Svix signs with the old and the new secret: each verified request
+/// counts every secret it carries a valid signature for, whatever the list's order, so the
+/// old secret's counter goes flat when the sender stops using it.
+#[tokio::test]
+async fn a_rotation_counts_every_secret_that_signed() {
+    let upstream = Upstream::ok().await;
+    let proxy = Proxy::start(&format!(
+        r#"
+[[routes]]
+name = "new_first"
+path = "/a"
+secrets = ["{OTHER_SECRET}", "{SECRET}"]
+upstream = "{up}"
+
+[[routes]]
+name = "old_first"
+path = "/b"
+secrets = ["{SECRET}", "{OTHER_SECRET}"]
+upstream = "{up}"
+"#,
+        up = upstream.url("/")
+    ))
+    .await;
+    let body = event("user.created");
+    for (path, id) in [("/a", "msg_a"), ("/b", "msg_b")] {
+        let ts = now();
+        let both = format!(
+            "{} {}",
+            signer(OTHER_SECRET).sign(id, ts, &body),
+            signer(SECRET).sign(id, ts, &body)
+        );
+        let headers = vec![
+            ("svix-id".to_owned(), id.to_owned()),
+            ("svix-timestamp".to_owned(), ts.to_string()),
+            ("svix-signature".to_owned(), both),
+        ];
+        assert_eq!(post(&proxy.url(path), &headers, &body).await.0, 200);
+    }
+    // The sender stops signing with the old secret (SECRET): only the new one counts.
+    assert_eq!(
+        deliver(&proxy, "/a", OTHER_SECRET, "msg_a2", "user.created")
+            .await
+            .0,
+        200
+    );
+    let m = proxy.metrics().await;
+    assert_eq!(m.secret_matches("new_first", "0"), Some(2.0));
+    assert_eq!(m.secret_matches("new_first", "1"), Some(1.0));
+    assert_eq!(m.secret_matches("old_first", "0"), Some(1.0));
+    assert_eq!(m.secret_matches("old_first", "1"), Some(1.0));
+    proxy.shutdown().await;
+}

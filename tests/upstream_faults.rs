@@ -484,3 +484,48 @@ async fn no_event_is_lost_when_the_upstream_fails_a_random_fraction() {
     );
     Arc::try_unwrap(proxy).ok().unwrap().shutdown().await;
 }
+
+/// A sender that hangs up while its event is being forwarded: the forward goes on, the
+/// upstream's later 200 marks the id delivered, and the sender's retry is a duplicate.
+#[tokio::test]
+async fn a_sender_hanging_up_mid_forward_does_not_cause_a_second_delivery() {
+    let (upstream, arrived, release) = holding_upstream().await;
+    let proxy = Proxy::start(&route_to(&upstream.url("/"), "10s")).await;
+    let body = event("user.created");
+    let mut head = "POST /hook HTTP/1.1\r\nhost: x\r\n".to_owned();
+    for (name, value) in signed(SECRET, "msg_gone", now(), &body) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    let mut sender = TcpStream::connect(proxy.addr).await.unwrap();
+    sender.write_all(head.as_bytes()).await.unwrap();
+    sender.write_all(&body).await.unwrap();
+    arrived.notified().await;
+    drop(sender); // hangs up while the upstream works
+    until("the request to be dropped", async || {
+        proxy
+            .metrics()
+            .await
+            .get("hookwall_in_flight_requests", &[])
+            == Some(0.0)
+    })
+    .await;
+    // The retry meanwhile is in flight: the first forward still runs.
+    let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_gone", "user.created").await;
+    assert_eq!(status, 409);
+    release.notify_one();
+    until("the forward to end", async || {
+        proxy.metrics().await.get(
+            "hookwall_upstream_responses_total",
+            &[("route", "r"), ("class", "2xx")],
+        ) == Some(1.0)
+    })
+    .await;
+    let (status, reply) = deliver(&proxy, "/hook", SECRET, "msg_gone", "user.created").await;
+    assert_eq!(
+        (status, reply.as_ref()),
+        (200, br#"{"outcome":"duplicate"}"#.as_ref())
+    );
+    assert_eq!(upstream.ids()["msg_gone"], 1);
+    proxy.shutdown().await;
+}

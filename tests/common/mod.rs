@@ -2,6 +2,8 @@
 //! proxy (`hookwall::run`) on 127.0.0.1:0, a plain client, and Svix-style signing.
 #![allow(dead_code)]
 
+pub mod running;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
