@@ -112,9 +112,19 @@ fn kubernetes_manifests_parse_and_agree_with_the_config() {
     let deployment = kind("Deployment")[0];
     let pod = &deployment["spec"]["template"]["spec"];
     let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    // Kubernetes kills the pod at the grace: hookwall's delay and drain must both fit,
+    // with room to exit.
+    let needed = config.limits.shutdown_delay + config.limits.shutdown_grace;
     assert!(
-        grace as u64 > config.limits.shutdown_grace.as_secs(),
-        "grace {grace}s must exceed shutdown_grace"
+        grace as u64 >= needed.as_secs() + 5,
+        "terminationGracePeriodSeconds {grace}s must cover shutdown_delay + shutdown_grace \
+         ({}s) with room",
+        needed.as_secs()
+    );
+    assert_eq!(
+        pod["enableServiceLinks"].as_bool(),
+        Some(false),
+        "no HOOKWALL_PORT & co. in the pod"
     );
     let hookwall = pod["containers"]
         .as_vec()
