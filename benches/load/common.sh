@@ -45,8 +45,9 @@ start_nginx() {
   pids+=($!)
 }
 
-# start_hookwall PORT ADMIN_PORT ROUTES: hookwall (log level warn) on loopback with the
-# given [[routes]] TOML, prefixed by ${server_pin[@]} if set; sets $hw_pid.
+# start_hookwall PORT ADMIN_PORT ROUTES: hookwall (log level warn, default limits but no
+# shutdown_delay: the scripts stop it with SIGTERM) on loopback with the given [[routes]]
+# TOML, prefixed by ${server_pin[@]} if set; sets $hw_pid.
 start_hookwall() {
   cat >"$work/hookwall.toml" <<TOML
 [listen]
@@ -55,6 +56,8 @@ addr = "127.0.0.1:$1"
 addr = "127.0.0.1:$2"
 [log]
 level = "warn"
+[limits]
+shutdown_delay = "0s"
 $3
 TOML
   "${server_pin[@]}" "$hookwall" run -c "$work/hookwall.toml" 2>"$work/hookwall.log" &
