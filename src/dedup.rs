@@ -123,6 +123,11 @@ impl Dedup {
         self.in_flight.remove(key);
     }
 
+    /// How long a delivered id is remembered.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// Ids remembered: delivered plus in flight.
     pub fn len(&self) -> usize {
         self.delivered.len() + self.in_flight.len()

@@ -17,11 +17,13 @@ pub mod fuzz;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod redis;
 pub mod route;
 pub mod secret;
 pub mod server;
 pub mod sign;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod verify;
 
@@ -54,7 +56,7 @@ pub async fn run(
     public: TcpListener,
     admin: TcpListener,
     mut control: mpsc::Receiver<Control>,
-) -> Result<(), tls::TlsError> {
+) -> Result<(), state::StartError> {
     let shared = Arc::new(Shared::new(config)?);
     let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -170,6 +172,13 @@ async fn load_again(shared: &Shared) -> Result<Live, String> {
     if new.log.format != was.log.format {
         tracing::warn!("log.format changed: takes effect at the next restart");
         new.log.format = was.log.format;
+    }
+    if new.redis != was.redis || new.dedup.store != was.dedup.store {
+        tracing::warn!(
+            "[redis] or dedup.store changed: takes effect at the next restart; keeping the old values"
+        );
+        new.redis = was.redis.clone();
+        new.dedup.store = was.dedup.store;
     }
     if new.limits.workers != was.limits.workers {
         tracing::warn!("limits.workers changed: takes effect at the next restart");

@@ -58,3 +58,16 @@ pub fn set_level(level: &str) {
         let _ = handle.reload(filter_for(level));
     }
 }
+
+/// `err: cause: its cause …`, each message once: errors here leave their source out of
+/// their own message, and this is where the chain is written.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

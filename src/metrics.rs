@@ -62,6 +62,7 @@ outcomes! {
     UpstreamRejected => "upstream_rejected",
     UpstreamUnavailable => "upstream_unavailable",
     UpstreamTimeout => "upstream_timeout",
+    StoreUnavailable => "store_unavailable",
 }
 
 /// How an upstream answered: the `class` label of `hookwall_upstream_responses_total`.
@@ -85,6 +86,64 @@ impl UpstreamClass {
             UpstreamClass::Error => 4,
             UpstreamClass::Timeout => 5,
         }
+    }
+}
+
+/// What a Redis command was for: the `op` label of `hookwall_redis_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisOp {
+    Claim,
+    Deliver,
+    Release,
+    Lookup,
+    Append,
+}
+
+impl RedisOp {
+    const ALL: [RedisOp; 5] = [
+        RedisOp::Claim,
+        RedisOp::Deliver,
+        RedisOp::Release,
+        RedisOp::Lookup,
+        RedisOp::Append,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            RedisOp::Claim => "claim",
+            RedisOp::Deliver => "deliver",
+            RedisOp::Release => "release",
+            RedisOp::Lookup => "lookup",
+            RedisOp::Append => "append",
+        }
+    }
+}
+
+/// The `result` labels of `hookwall_redis_commands_total`.
+const REDIS_RESULTS: [&str; 3] = ["ok", "error", "timeout"];
+
+/// 100 µs to 1 s: Redis answers in-cluster in well under a millisecond.
+const REDIS_BUCKETS: [f64; 11] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0,
+];
+
+/// `hookwall_redis_*`, registered only with a `[redis]` section; series resolved once.
+#[derive(Clone)]
+pub struct RedisMetrics {
+    pub up: IntGauge,
+    commands: [[IntCounter; 3]; 5],
+    duration: [Histogram; 5],
+}
+
+impl RedisMetrics {
+    pub fn command(&self, op: RedisOp, result: &str) {
+        if let Some(i) = REDIS_RESULTS.iter().position(|r| *r == result) {
+            self.commands[op as usize][i].inc();
+        }
+    }
+
+    pub fn observe(&self, op: RedisOp, took: std::time::Duration) {
+        self.duration[op as usize].observe(took.as_secs_f64());
     }
 }
 
@@ -113,6 +172,7 @@ pub struct Metrics {
     secret_matches: IntCounterVec,
     clock_skew: HistogramVec,
     last_verified: GaugeVec,
+    dedup_fallbacks: IntCounterVec,
     /// Per route, the event-type counters made so far (bounded), kept across reloads.
     event_types: Mutex<HashMap<String, Arc<EventCounters>>>,
 }
@@ -138,6 +198,8 @@ pub struct RouteMetrics {
     pub last_verified: Gauge,
     secret_matches: Vec<IntCounter>,
     events: Arc<EventCounters>,
+    /// Decisions taken by local memory because Redis was unreachable.
+    pub dedup_fallbacks: IntCounter,
 }
 
 impl RouteMetrics {
@@ -298,6 +360,18 @@ impl Metrics {
             )
             .unwrap(),
         );
+        let dedup_fallbacks = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "hookwall_dedup_fallbacks_total",
+                    "Dedup decisions taken by this process's memory because Redis was \
+                     unreachable (on_store_error = \"local\").",
+                ),
+                &["route"],
+            )
+            .unwrap(),
+        );
         let build_info = register(
             &r,
             IntGaugeVec::new(
@@ -329,6 +403,7 @@ impl Metrics {
             secret_matches,
             clock_skew,
             last_verified,
+            dedup_fallbacks,
             event_types: Mutex::new(HashMap::new()),
         }
     }
@@ -362,12 +437,51 @@ impl Metrics {
             clock_skew: self.clock_skew.with_label_values(&[name]),
             last_verified: self.last_verified.with_label_values(&[name]),
             events: self.event_counters(name),
+            dedup_fallbacks: self.dedup_fallbacks.with_label_values(&[name]),
             secret_matches: (0..secrets)
                 .map(|i| {
                     self.secret_matches
                         .with_label_values(&[name, &i.to_string()])
                 })
                 .collect(),
+        }
+    }
+
+    /// Registers `hookwall_redis_*` (once, at startup, when there is a `[redis]` section)
+    /// and resolves every series, so they exist at 0 from the start.
+    pub fn redis(&self) -> RedisMetrics {
+        let up = IntGauge::new(
+            "hookwall_redis_up",
+            "1 while the last Redis command succeeded.",
+        )
+        .unwrap();
+        let commands = IntCounterVec::new(
+            Opts::new(
+                "hookwall_redis_commands_total",
+                "Redis commands by operation and result.",
+            ),
+            &["op", "result"],
+        )
+        .unwrap();
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hookwall_redis_duration_seconds",
+                "Time for one Redis command.",
+            )
+            .buckets(REDIS_BUCKETS.to_vec()),
+            &["op"],
+        )
+        .unwrap();
+        // A second call would find them registered: the same series are returned.
+        let _ = self.registry.register(Box::new(up.clone()));
+        let _ = self.registry.register(Box::new(commands.clone()));
+        let _ = self.registry.register(Box::new(duration.clone()));
+        RedisMetrics {
+            up,
+            commands: RedisOp::ALL.map(|op| {
+                REDIS_RESULTS.map(|result| commands.with_label_values(&[op.label(), result]))
+            }),
+            duration: RedisOp::ALL.map(|op| duration.with_label_values(&[op.label()])),
         }
     }
 

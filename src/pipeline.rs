@@ -28,9 +28,12 @@ use crate::budget::{Budget, Reservation};
 use crate::config::Limits;
 use crate::dedup::{self, Seen};
 use crate::forward::{self, ForwardError, Peer, UpstreamReply};
+use crate::logging;
 use crate::metrics::{Outcome, RouteMetrics, UpstreamClass};
+use crate::redis::StoreError;
 use crate::route::{event_type, Decision, EventType, Upstream};
-use crate::state::{Claim, Live, RouteState, Shared};
+use crate::state::{Live, RouteState, Shared};
+use crate::store::{Claim, Id};
 use crate::verify::{SignedHeaders, VerifyError};
 
 /// A request answered without a refusal.
@@ -66,6 +69,8 @@ pub enum Reject {
     BufferFull,
     #[error("this id is being delivered right now")]
     InFlight,
+    #[error("the dedup store is unreachable")]
+    StoreUnavailable(#[source] StoreError),
     #[error(transparent)]
     Upstream(#[from] ForwardError),
 }
@@ -99,7 +104,8 @@ pub async fn handle(
     // The one place an error's chain is written: upstream failures have causes worth
     // reading; a sender's refusal is told by its outcome.
     let error = match &result {
-        Err(Reject::Upstream(err)) if err.source().is_some() => Some(chain(err)),
+        Err(Reject::Upstream(err)) if err.source().is_some() => Some(logging::chain(err)),
+        Err(Reject::StoreUnavailable(err)) => Some(logging::chain(err)),
         _ => None,
     };
     let (outcome, response) = rescue(result);
@@ -141,18 +147,6 @@ pub async fn handle(
         ),
     }
     response
-}
-
-/// `err: cause: its cause …`, each message once.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Counts a request in `hookwall_in_flight_requests` until dropped, also when hyper drops
@@ -242,6 +236,15 @@ fn rescue(result: Result<Done, Reject>) -> (Outcome, Response<Full<Bytes>>) {
             StatusCode::SERVICE_UNAVAILABLE,
         )),
         Err(Reject::InFlight) => refusal(Outcome::InFlight, StatusCode::CONFLICT),
+        Err(Reject::StoreUnavailable(_)) => {
+            // Redis is down for a while more likely than a moment: the sender waits a bit.
+            let (outcome, mut response) =
+                refusal(Outcome::StoreUnavailable, StatusCode::SERVICE_UNAVAILABLE);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            (outcome, response)
+        }
         Err(Reject::Upstream(err)) => match err {
             ForwardError::Connect(_) | ForwardError::Body(_) => {
                 refusal(Outcome::UpstreamUnavailable, StatusCode::BAD_GATEWAY)
@@ -312,18 +315,35 @@ async fn handle_inner<'a>(
         .map_err(|_| Reject::Overloaded)?;
 
     let key = dedup::key(&route.route.name, signed.id);
+    let id = Id {
+        route: &route.route.name,
+        id: signed.id,
+        key: &key,
+    };
+    let on_error = live.config.dedup.on_store_error;
+    let fallbacks = &route.metrics.dedup_fallbacks;
     let upstream = match route.route.rules.decide(event.as_str()) {
         Decision::Forward(upstream) => upstream.clone(),
         // Dedup is looked up before routing, but only a forward claims an id.
         Decision::Drop | Decision::NoMatch => {
-            return match shared.dedup_lookup(&key) {
+            let seen = shared
+                .store
+                .lookup(worker, id, on_error, fallbacks)
+                .await
+                .map_err(Reject::StoreUnavailable)?;
+            return match seen {
                 Seen::Delivered => Ok(Done::Duplicate),
                 Seen::InFlight => Err(Reject::InFlight),
                 Seen::New => Ok(Done::Filtered),
             };
         }
     };
-    let claim = match shared.dedup_claim(key) {
+    let claimed = shared
+        .store
+        .claim(worker, id, on_error, fallbacks)
+        .await
+        .map_err(Reject::StoreUnavailable)?;
+    let claim = match claimed {
         Ok(claim) => claim,
         Err(Seen::Delivered) => return Ok(Done::Duplicate),
         Err(Seen::InFlight) | Err(Seen::New) => return Err(Reject::InFlight),
@@ -400,6 +420,7 @@ impl Forward {
         } = self;
         let state = live.route_at(route);
         let deadline = state.route.upstream_deadline;
+        let renewal = claim.renewal();
         let started = Instant::now();
         let exchange = forward::exchange(
             state.client(worker),
@@ -413,9 +434,21 @@ impl Forward {
                 }
             },
         );
-        let result = tokio::time::timeout(deadline, exchange)
-            .await
-            .unwrap_or(Err(ForwardError::Timeout(deadline)));
+        let bounded = async {
+            tokio::time::timeout(deadline, exchange)
+                .await
+                .unwrap_or(Err(ForwardError::Timeout(deadline)))
+        };
+        // With Redis, the claim's lease is renewed for as long as the exchange runs.
+        let result = match renewal {
+            None => bounded.await,
+            Some(renewal) => {
+                tokio::select! {
+                    result = bounded => result,
+                    () = renewal => unreachable!("a renewal never ends"),
+                }
+            }
+        };
         state
             .metrics
             .upstream_duration
@@ -493,7 +526,7 @@ impl Detachable<'_> {
                     id,
                     detached = why,
                     delivered = claim.is_delivered(),
-                    error = chain(&err),
+                    error = logging::chain(&err),
                     "forward ended after its request"
                 ),
             }

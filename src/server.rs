@@ -180,6 +180,10 @@ async fn write_overloaded(mut stream: impl AsyncWrite + Unpin) {
 /// One worker: serves the connections handed to it until its inbox closes, then drains
 /// them, and the forwards that outlived their request, within the grace.
 async fn worker(index: usize, mut arrivals: mpsc::Receiver<Handoff>, shared: Arc<Shared>) {
+    // This worker's Redis connection is made here, so its driver runs on this thread.
+    if let Some(redis) = &shared.store.redis {
+        redis.start(index);
+    }
     let connections = TaskTracker::new();
     let stop = CancellationToken::new();
     while let Some(Handoff { stream, addr, slot }) = arrivals.recv().await {

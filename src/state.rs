@@ -4,10 +4,8 @@
 //! config from start to end.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, RwLock};
 
 use http::HeaderValue;
 use tokio::sync::Semaphore;
@@ -16,9 +14,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::budget::Budget;
 use crate::client::Client;
-use crate::config::{Config, Limits, Route};
-use crate::dedup::{Dedup, Seen};
+use crate::config::{Config, Limits, Route, StoreKind};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
+use crate::redis::Redis;
+use crate::store::Store;
 use crate::tls::TlsError;
 
 /// One route, ready to serve.
@@ -111,9 +110,10 @@ impl Live {
 
 /// Everything that outlives a config.
 pub struct Shared {
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub unmatched: RouteMetrics,
-    dedup: Mutex<Dedup>,
+    /// Message ids: memory, and Redis with `store = "redis"`.
+    pub store: Arc<Store>,
     live: RwLock<Arc<Live>>,
     /// `/readyz`: true once both listeners are bound, false from the first shutdown signal.
     pub ready: AtomicBool,
@@ -121,15 +121,24 @@ pub struct Shared {
     pub default_clients: Vec<Arc<Client>>,
     /// Request bodies held right now, against `limits.max_buffered_bytes`.
     pub budget: Arc<Budget>,
-    /// Forwards that outlived their request (the sender timed out or hung up); waited
-    /// for within `shutdown_grace`.
+    /// Work that outlived its request (forwards the sender stopped waiting for, Redis
+    /// writes of a claim's end); waited for within `shutdown_grace`.
     pub detached: TaskTracker,
 }
 
+/// Why the proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("redis.url cannot be used")]
+    Redis(#[source] redis::RedisError),
+}
+
 impl Shared {
-    pub fn new(config: Config) -> Result<Shared, TlsError> {
+    pub fn new(config: Config) -> Result<Shared, StartError> {
         let workers = config.limits.workers;
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
         let budget = Budget::new(
             config.limits.max_buffered_bytes,
             metrics.buffered_body_bytes.clone(),
@@ -139,20 +148,29 @@ impl Shared {
             .into_iter()
             .map(Arc::new)
             .collect();
-        let dedup = Dedup::new(
-            NonZeroUsize::new(config.dedup.capacity).unwrap_or(NonZeroUsize::MIN),
-            config.dedup.ttl,
-        );
+        let redis = match (&config.redis, config.dedup.store) {
+            (Some(redis), StoreKind::Redis) => Some(Arc::new(
+                Redis::new(redis, workers, metrics.redis()).map_err(StartError::Redis)?,
+            )),
+            _ => None,
+        };
+        let detached = TaskTracker::new();
+        let store = Arc::new(Store::new(
+            config.dedup,
+            redis,
+            metrics.clone(),
+            detached.clone(),
+        ));
         let live = Live::new(config, &metrics, &default_clients)?;
         Ok(Shared {
             metrics,
             unmatched,
-            dedup: Mutex::new(dedup),
+            store,
             live: RwLock::new(Arc::new(live)),
             ready: AtomicBool::new(false),
             default_clients,
             budget,
-            detached: TaskTracker::new(),
+            detached,
         })
     }
 
@@ -169,81 +187,7 @@ impl Shared {
     /// Puts a new config in force; dedup memory carries over.
     pub fn swap(&self, live: Live) {
         self.budget.set_max(live.config.limits.max_buffered_bytes);
-        let dedup = live.config.dedup;
-        self.with_dedup(|d| {
-            d.reconfigure(
-                NonZeroUsize::new(dedup.capacity).unwrap_or(NonZeroUsize::MIN),
-                dedup.ttl,
-                Instant::now(),
-            )
-        });
+        self.store.reconfigure(live.config.dedup);
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
-    }
-
-    /// One dedup operation under the lock (never held across an `.await`), then the
-    /// gauge and eviction counters updated from what it did.
-    fn with_dedup<T>(&self, op: impl FnOnce(&mut Dedup) -> T) -> T {
-        let (result, len, evictions) = {
-            // Dedup's state stays consistent even if a panic poisoned the lock.
-            let mut d = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
-            let result = op(&mut d);
-            (result, d.len(), d.take_evictions())
-        };
-        self.metrics.dedup_entries.set(len as i64);
-        self.metrics.evictions(evictions);
-        result
-    }
-
-    pub fn dedup_lookup(&self, key: &str) -> Seen {
-        self.with_dedup(|d| d.lookup(key, Instant::now()))
-    }
-
-    /// Claims `key` if new. The returned guard releases it when dropped unless
-    /// `delivered` was called: every path out of a forward, panics, cancellation and an
-    /// abandoned forward included, gives the id back.
-    pub fn dedup_claim(self: &Arc<Self>, key: String) -> Result<Claim, Seen> {
-        match self.with_dedup(|d| d.claim(&key, Instant::now())) {
-            Seen::New => Ok(Claim {
-                shared: self.clone(),
-                key,
-                done: false,
-            }),
-            other => Err(other),
-        }
-    }
-}
-
-/// An id in flight. Owned, so a forward that outlives its request keeps it.
-pub struct Claim {
-    shared: Arc<Shared>,
-    key: String,
-    done: bool,
-}
-
-impl Claim {
-    /// The upstream answered with a 2xx status line: delivered, whatever follows.
-    pub fn delivered(&mut self) {
-        if !self.done {
-            self.shared
-                .with_dedup(|d| d.delivered(&self.key, Instant::now()));
-            self.done = true;
-        }
-    }
-
-    pub fn is_delivered(&self) -> bool {
-        self.done
-    }
-
-    /// The route and the message id, from the key.
-    pub fn route_and_id(&self) -> (&str, &str) {
-        self.key.split_once('\0').unwrap_or(("", &self.key))
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if !self.done {
-            self.shared.with_dedup(|d| d.release(&self.key));
-        }
     }
 }

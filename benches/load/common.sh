@@ -45,22 +45,27 @@ start_nginx() {
   pids+=($!)
 }
 
-# start_hookwall PORT ADMIN_PORT ROUTES: hookwall (log level warn, default limits but no
-# shutdown_delay: the scripts stop it with SIGTERM) on loopback with the given [[routes]]
-# TOML, prefixed by ${server_pin[@]} if set; sets $hw_pid.
+# start_hookwall PORT ADMIN_PORT ROUTES [NAME] [BINARY]: hookwall (log level warn, default
+# limits but no shutdown_delay: the scripts stop it with SIGTERM) on loopback with the
+# given [[routes]] TOML, prefixed by ${server_pin[@]} if set; sets $hw_pid. NAME (default
+# hookwall) names its config and log in $work; BINARY (default $hookwall) is what runs: a
+# build from before `shutdown_delay` existed gets no [limits] table.
 start_hookwall() {
-  cat >"$work/hookwall.toml" <<TOML
+  local name=${4:-hookwall} binary=${5:-$hookwall} limits='[limits]
+shutdown_delay = "0s"'
+  [[ -n ${5:-} ]] && ! "$binary" --version >/dev/null 2>&1 && { echo "$binary does not run" >&2; exit 1; }
+  if [[ -n ${5:-} ]] && ! grep -q shutdown_delay "$binary"; then limits=''; fi
+  cat >"$work/$name.toml" <<TOML
 [listen]
 addr = "127.0.0.1:$1"
 [admin]
 addr = "127.0.0.1:$2"
 [log]
 level = "warn"
-[limits]
-shutdown_delay = "0s"
+$limits
 $3
 TOML
-  "${server_pin[@]}" "$hookwall" run -c "$work/hookwall.toml" 2>"$work/hookwall.log" &
+  "${server_pin[@]}" "$binary" run -c "$work/$name.toml" 2>"$work/$name.log" &
   hw_pid=$!
   pids+=($hw_pid)
 }

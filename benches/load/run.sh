@@ -11,7 +11,9 @@
 #
 # Env: ROUNDS (3), DURATION (10s), CONNECTIONS (64), PIN=1 to pin the load generator to
 # CPU 1 and the servers to CPU 0 (taskset), EXPRESS=0 to leave out the "verify it
-# yourself" row (Express + svix + undici, benches/load/express-svix/; not in --quick).
+# yourself" row (Express + svix + undici, benches/load/express-svix/; not in --quick),
+# BASELINE=path/to/an/older/hookwall to measure it too, in the same alternation (what a
+# change on the request path cost, against the same nginx run).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/benches/load"
@@ -25,7 +27,8 @@ if ((quick)); then rounds=1; duration=2s; connections=8; fi
 # shellcheck source=common.sh
 source "$here/common.sh"
 build "$quick"
-read -r backend_port proxy_port hw_port admin_port express_port < <(free_ports 5)
+read -r backend_port proxy_port hw_port admin_port express_port base_port base_admin < <(free_ports 7)
+baseline=${BASELINE:-}
 express=${EXPRESS:-1}
 ((quick)) && express=0
 
@@ -43,6 +46,17 @@ secrets = [\"$secret\"]
 upstream = \"http://127.0.0.1:$backend_port/\""
 
 wait_port "$backend_port"; wait_port "$proxy_port"; wait_port "$hw_port"
+hw_main_pid=$hw_pid
+if [[ -n $baseline ]]; then
+  start_hookwall "$base_port" "$base_admin" "[[routes]]
+name = \"bench\"
+path = \"/bench\"
+secrets = [\"$secret\"]
+upstream = \"http://127.0.0.1:$backend_port/\"" baseline "$baseline"
+  base_pid=$hw_pid
+  hw_pid=$hw_main_pid
+  wait_port "$base_port"
+fi
 
 if ((express)); then
   npm ci --silent --no-audit --no-fund --prefix "$here/express-svix"
@@ -53,7 +67,7 @@ if ((express)); then
   wait_port "$express_port"
 fi
 
-forwarded() { curl -s "127.0.0.1:$admin_port/metrics" | awk '/^hookwall_requests_total\{outcome="forwarded",route="bench"\}/ {print $2}'; }
+forwarded() { curl -s "127.0.0.1:${1:-$admin_port}/metrics" | awk '/^hookwall_requests_total\{outcome="forwarded",route="bench"\}/ {print $2}'; }
 cpu_ticks() { # utime + stime of the given pids, in clock ticks
   local total=0
   for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
@@ -68,10 +82,13 @@ run() { # label url extra-args...
   local before_fwd after_fwd before_cpu after_cpu cpu_pids=()
   case $label in
     hookwall*) cpu_pids=("$hw_pid") ;;
+    baseline*) cpu_pids=("$base_pid") ;;
     express*) cpu_pids=("$express_pid") ;;
     nginx*) mapfile -t cpu_pids < <(nginx_proxy_pids) ;;
   esac
-  before_fwd=$(forwarded)
+  local admin=$admin_port
+  [[ $label == baseline* ]] && admin=$base_admin
+  before_fwd=$(forwarded "$admin")
   ((${#cpu_pids[@]})) && before_cpu=$(cpu_ticks "${cpu_pids[@]}")
   local out
   out=$("${load_pin[@]}" "$loadgen" --url "$url" --secret "$secret" --connections "$connections" \
@@ -81,8 +98,8 @@ run() { # label url extra-args...
     after_cpu=$(cpu_ticks "${cpu_pids[@]}")
     cpu_us=$(python3 -c "import json; r=json.loads('$out'); print(round(($after_cpu-$before_cpu)/$hz*1e6/max(r['requests'],1), 1))")
   fi
-  if [[ $label == hookwall* ]]; then
-    after_fwd=$(forwarded)
+  if [[ $label == hookwall* || $label == baseline* ]]; then
+    after_fwd=$(forwarded "$admin")
     local sent
     sent=$(python3 -c "import json; print(json.loads('$out')['requests'])")
     if [[ $((after_fwd - before_fwd)) != "$sent" ]]; then
@@ -98,6 +115,7 @@ for _ in $(seq "$rounds"); do
   run direct "http://127.0.0.1:$backend_port/bench"
   run nginx "http://127.0.0.1:$proxy_port/bench"
   run hookwall "http://127.0.0.1:$hw_port/bench"
+  if [[ -n $baseline ]]; then run baseline "http://127.0.0.1:$base_port/bench"; fi
   if ((express)); then run express "http://127.0.0.1:$express_port/bench"; fi
 done
 
@@ -112,6 +130,7 @@ for _ in $(seq "$rounds"); do
   run direct-rate "http://127.0.0.1:$backend_port/bench" --rate "$rate"
   run nginx-rate "http://127.0.0.1:$proxy_port/bench" --rate "$rate"
   run hookwall-rate "http://127.0.0.1:$hw_port/bench" --rate "$rate"
+  if [[ -n $baseline ]]; then run baseline-rate "http://127.0.0.1:$base_port/bench" --rate "$rate"; fi
 done
 
 peak_rss_kb() { # the sum of the given pids' peak RSS (VmHWM), in kB
@@ -139,17 +158,20 @@ def stat(label, key):
 print()
 print("| stack | req/s median (range) | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request |")
 print("| --- | --- | --- | --- | --- | --- |")
-for label in ["direct", "nginx", "hookwall", "express"]:
+for label in ["direct", "nginx", "hookwall", "baseline", "express"]:
     if not any(r["label"] == label for r in rows): continue
     print(f"| {label} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {stat(label,'cpu_us_per_request')} |")
 med = lambda l, k: statistics.median(r[k] for r in rows if r["label"] == l)
 print(f"\nhookwall / nginx throughput: {med('hookwall','rps')/med('nginx','rps'):.2f}x; p99 {med('hookwall','p99_us'):,.0f} µs vs {med('nginx','p99_us'):,.0f} µs")
+if any(r["label"] == "baseline" for r in rows):
+    print(f"baseline (BASELINE=...) / nginx throughput: {med('baseline','rps')/med('nginx','rps'):.2f}x; hookwall / baseline: {med('hookwall','rps')/med('baseline','rps'):.3f}x; CPU per request {med('hookwall','cpu_us_per_request'):.1f} vs {med('baseline','cpu_us_per_request'):.1f} µs")
 if any(r["label"] == "express" for r in rows):
     print(f"hookwall / Express + svix throughput: {med('hookwall','rps')/med('express','rps'):.1f}x")
 print()
 print("| at a fixed rate | req/s | p50 µs | p99 µs | p99.9 µs | median p99 added over direct |")
 print("| --- | --- | --- | --- | --- | --- |")
-for label in ["direct-rate", "nginx-rate", "hookwall-rate"]:
+for label in ["direct-rate", "nginx-rate", "hookwall-rate", "baseline-rate"]:
+    if not any(r["label"] == label for r in rows): continue
     added = med(label, "p99_us") - med("direct-rate", "p99_us")
     print(f"| {label[:-5]} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {added:,.0f} µs |")
 print(f"\nhookwall peak RSS {int(rss_kb)/1024:.1f} MB with {int(float(ids)):,} ids remembered; {fds} open fds at the end; {cores} cores")

@@ -92,6 +92,16 @@ pub fn run(file: &std::path::Path) -> ExitCode {
                 humantime::format_duration(config.limits.shutdown_delay),
                 humantime::format_duration(config.limits.shutdown_grace),
             );
+            if let Some(redis) = &config.redis {
+                println!(
+                    "dedup store: {:?}; on_store_error: {:?}; redis {} ({})",
+                    config.dedup.store,
+                    config.dedup.on_store_error,
+                    redis.display_url(),
+                    redis.source
+                );
+                warn_if_redis_unreachable(redis);
+            }
             println!();
             print!("{}", routing_table(&config));
             code(exit::OK)
@@ -114,6 +124,33 @@ fn warn_unread_env() {
         eprintln!(
             "warning: {name} is not read: overrides are HOOKWALL_<SECTION>__<KEY> \
              (Kubernetes sets HOOKWALL_SERVICE_HOST, HOOKWALL_PORT, ... for a Service named hookwall)"
+        );
+    }
+}
+
+/// A Redis that does not answer (or does not take writes) now is a warning, not an
+/// error: the config is valid, and `run` connects in the background.
+fn warn_if_redis_unreachable(config: &crate::config::RedisConfig) {
+    let probe = async {
+        let metrics = crate::metrics::Metrics::new();
+        let redis = crate::redis::Redis::new(config, 1, metrics.redis())
+            .map_err(crate::redis::StoreError::Command)?;
+        redis.probe().await
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| err.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(probe)
+                .map_err(|err| crate::logging::chain(&err))
+        });
+    if let Err(err) = result {
+        eprintln!(
+            "warning: redis {} is not reachable or not writable now: {err} \
+             (hookwall run starts anyway and connects in the background)",
+            config.display_url()
         );
     }
 }

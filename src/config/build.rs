@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawRoute};
+use super::raw::{RawConfig, RawRedis, RawRoute};
 use super::*;
 use crate::route::{Action, Glob, Rule, Rules, Upstream};
 use crate::secret::{Key, SecretSource};
@@ -204,6 +204,36 @@ pub(super) fn build(
         None => tolerance.map(|t| (t * 3).max(defaults::DEDUP_TTL_FLOOR)),
     };
 
+    let store = match raw.dedup.store.as_str() {
+        "memory" => Some(StoreKind::Memory),
+        "redis" => Some(StoreKind::Redis),
+        other => {
+            problems.add(
+                "dedup.store",
+                format!("{other:?} is neither \"memory\" nor \"redis\""),
+            );
+            None
+        }
+    };
+    let on_store_error = match raw.dedup.on_store_error.as_str() {
+        "refuse" => Some(OnStoreError::Refuse),
+        "local" => Some(OnStoreError::Local),
+        other => {
+            problems.add(
+                "dedup.on_store_error",
+                format!("{other:?} is neither \"refuse\" nor \"local\""),
+            );
+            None
+        }
+    };
+    let redis = raw.redis.and_then(|r| redis_section(r, base_dir, problems));
+    if store == Some(StoreKind::Redis) && redis.is_none() && !problems.has("redis") {
+        problems.add(
+            "dedup.store",
+            "\"redis\" needs a [redis] section (at least `url`)",
+        );
+    }
+
     let format = match raw.log.format.as_str() {
         "text" => Some(LogFormat::Text),
         "json" => Some(LogFormat::Json),
@@ -293,12 +323,61 @@ pub(super) fn build(
         dedup: DedupConfig {
             capacity,
             ttl: ttl?,
+            store: store?,
+            on_store_error: on_store_error?,
         },
+        redis,
         log: LogConfig {
             format: format?,
             level: raw.log.level,
         },
         routes,
+    })
+}
+
+/// The `[redis]` section: the URL resolved (`env:`/`file:` as for secrets) and checked.
+fn redis_section(raw: RawRedis, base_dir: &Path, problems: &mut Problems) -> Option<RedisConfig> {
+    let start = problems.0.len();
+    let source = SecretSource::parse(&raw.url, base_dir);
+    let url = match source.resolve() {
+        Ok(url) => {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                problems.add(
+                    "redis.url",
+                    format!("{source}: not a redis:// or rediss:// URL"),
+                );
+            } else if let Err(err) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                // The error names what is wrong, never the URL (it may hold a password).
+                problems.add(
+                    "redis.url",
+                    format!("{source}: not a usable Redis URL ({})", err.category()),
+                );
+            }
+            url
+        }
+        Err(err) => {
+            problems.add("redis.url", format!("{source}: {err}"));
+            String::new()
+        }
+    };
+    let prefix = raw.key_prefix;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        problems.add(
+            "redis.key_prefix",
+            format!("{prefix:?} must be non-empty visible ASCII without spaces"),
+        );
+    }
+    let timeout = duration(problems, "redis.timeout", &raw.timeout);
+    let stream_max_len = at_least_one(problems, "redis.stream_max_len", raw.stream_max_len);
+    if problems.0.len() > start {
+        return None;
+    }
+    Some(RedisConfig {
+        source,
+        url,
+        key_prefix: prefix,
+        timeout: timeout?,
+        stream_max_len,
     })
 }
 

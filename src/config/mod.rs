@@ -16,7 +16,9 @@ use crate::route::Rules;
 use crate::secret::SecretSource;
 use crate::verify::Verifier;
 use build::build;
-use raw::{RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRoute, RawVerify};
+use raw::{
+    RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis, RawRoute, RawVerify,
+};
 
 /// The defaults, each with its reason.
 pub mod defaults {
@@ -71,6 +73,15 @@ pub mod defaults {
     /// Concurrent forwards per route: bounds what a burst can pile onto a backend. As many
     /// as the default connection cap, so only a route configured lower refuses a burst.
     pub const MAX_IN_FLIGHT: usize = 1024;
+    /// A Redis on the pod's loopback (a sidecar) or named by the operator.
+    pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+    /// Keys are `{prefix}:dedup:{route}:{id}`: one Redis may serve several deployments.
+    pub const REDIS_KEY_PREFIX: &str = "hookwall";
+    /// A Redis command in-cluster takes well under a millisecond; past this the store
+    /// counts as unreachable and the failure policy answers (the sender is waiting).
+    pub const REDIS_TIMEOUT: &str = "250ms";
+    /// About 1,000,000 queued events of ~3 KB: ~3 GB, the bound of a stream's memory.
+    pub const REDIS_STREAM_MAX_LEN: u64 = 1_000_000;
     pub const LOG_FORMAT: &str = "text";
     pub const LOG_LEVEL: &str = "info";
 }
@@ -98,6 +109,8 @@ pub struct Config {
     pub limits: Limits,
     pub tolerance: Duration,
     pub dedup: DedupConfig,
+    /// The `[redis]` section, if any (needed by `store = "redis"`).
+    pub redis: Option<RedisConfig>,
     pub log: LogConfig,
     pub routes: Vec<Route>,
 }
@@ -139,6 +152,63 @@ pub struct Limits {
 pub struct DedupConfig {
     pub capacity: usize,
     pub ttl: Duration,
+    pub store: StoreKind,
+    pub on_store_error: OnStoreError,
+}
+
+/// Where the ids live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// This process's memory (one pod).
+    Memory,
+    /// Redis or Valkey, shared by every replica (this process's memory caches delivered
+    /// ids in front of it).
+    Redis,
+}
+
+/// What decides while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// 503 `store_unavailable`: the sender retries later; nothing is forwarded.
+    Refuse,
+    /// This process's own memory decides (counted in `hookwall_dedup_fallbacks_total`).
+    Local,
+}
+
+/// The `[redis]` section. The URL may hold a password: `Debug` shows only its source.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Where the URL came from (`env:`, `file:`, or literal), for `check` and logs.
+    pub source: SecretSource,
+    /// The URL, resolved.
+    pub url: String,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub stream_max_len: u64,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &format_args!("{}", self.source))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("stream_max_len", &self.stream_max_len)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// The URL without credentials, for people: `redis://host:6379/0`.
+    pub fn display_url(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => {
+                let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://{rest}")
+            }
+            None => "(invalid)".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +280,16 @@ impl fmt::Display for ConfigError {
 struct Problems(Vec<Problem>);
 
 impl Problems {
+    /// Whether a problem about `section` (or a key in it) was already found.
+    pub(super) fn has(&self, section: &str) -> bool {
+        self.0.iter().any(|p| {
+            p.key == section
+                || p.key.starts_with(&format!("{section}."))
+                || p.key
+                    .starts_with(&format!("HOOKWALL_{}__", section.to_ascii_uppercase()))
+        })
+    }
+
     pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
@@ -303,6 +383,7 @@ impl Config {
             reader.section::<RawLimits>("limits"),
             reader.section::<RawVerify>("verify"),
             reader.section::<RawDedup>("dedup"),
+            reader.section::<Option<RawRedis>>("redis"),
             reader.section::<RawLog>("log"),
             reader.section::<Vec<RawRoute>>("routes"),
         );
@@ -312,6 +393,7 @@ impl Config {
             Some(limits),
             Some(verify),
             Some(dedup),
+            Some(redis),
             Some(log),
             Some(routes),
         ) = sections
@@ -324,6 +406,7 @@ impl Config {
             limits,
             verify,
             dedup,
+            redis,
             log,
             routes,
         };
@@ -336,8 +419,8 @@ impl Config {
     }
 }
 
-const SECTIONS: [&str; 7] = [
-    "listen", "admin", "limits", "verify", "dedup", "log", "routes",
+const SECTIONS: [&str; 8] = [
+    "listen", "admin", "limits", "verify", "dedup", "redis", "log", "routes",
 ];
 
 /// The part after `HOOKWALL_` of an override (`LISTEN__ADDR`), or `None` for a variable

@@ -14,6 +14,7 @@ pub(super) struct RawConfig {
     pub(super) limits: RawLimits,
     pub(super) verify: RawVerify,
     pub(super) dedup: RawDedup,
+    pub(super) redis: Option<RawRedis>,
     pub(super) log: RawLog,
     pub(super) routes: Vec<RawRoute>,
 }
@@ -111,6 +112,8 @@ impl Default for RawVerify {
 pub(super) struct RawDedup {
     pub(super) capacity: usize,
     pub(super) ttl: Option<String>,
+    pub(super) store: String,
+    pub(super) on_store_error: String,
 }
 
 impl Default for RawDedup {
@@ -118,6 +121,28 @@ impl Default for RawDedup {
         RawDedup {
             capacity: defaults::DEDUP_CAPACITY,
             ttl: None,
+            store: "memory".into(),
+            on_store_error: "refuse".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(super) struct RawRedis {
+    pub(super) url: String,
+    pub(super) key_prefix: String,
+    pub(super) timeout: String,
+    pub(super) stream_max_len: u64,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        RawRedis {
+            url: defaults::REDIS_URL.into(),
+            key_prefix: defaults::REDIS_KEY_PREFIX.into(),
+            timeout: defaults::REDIS_TIMEOUT.into(),
+            stream_max_len: defaults::REDIS_STREAM_MAX_LEN,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! proxy (`hookwall::run`) on 127.0.0.1:0, a plain client, and Svix-style signing.
 #![allow(dead_code)]
 
+pub mod redis_server;
 pub mod running;
 
 use std::collections::HashMap;

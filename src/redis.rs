@@ -1,0 +1,407 @@
+//! The Redis / Valkey edge: one multiplexed connection per worker runtime (created inside
+//! it, so its driver shares the worker's thread and no command crosses threads), every
+//! command bounded by `redis.timeout`, an answer at once while Redis is known to be down,
+//! and reconnection in the background. A connection counts as up only once a probe has
+//! *written* (so a server left READONLY after a failover stays down until it is writable
+//! again).
+//!
+//! The dedup protocol (contract §8), on keys `{prefix}:dedup:{route}:{id}`:
+//! - claim: `SET key i:<token> NX PX lease GET` (nil: ours; `i:…`: in flight elsewhere;
+//!   `d:…`: delivered), the token unique to the attempt, the lease renewed while the
+//!   forward runs (`renew`), so a replica that dies frees the id within one lease;
+//! - deliver: `SET key d:<token> PX ttl` (delivered is a fact: no compare needed);
+//! - release: delete only if the value is still this attempt's (a Lua compare-and-delete:
+//!   Debian's Redis 7.0 has neither DELEX nor DELIFEQ);
+//! - lookup (events that are not forwarded): `GET key`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, FromRedisValue, Script};
+
+use crate::config::RedisConfig;
+use crate::dedup::Seen;
+use crate::metrics::{RedisMetrics, RedisOp};
+
+/// Deletes KEYS[1] only if it still holds ARGV[1].
+const RELEASE: &str =
+    r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/// Extends KEYS[1]'s lease to ARGV[2] ms only if it still holds ARGV[1].
+const RENEW: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+
+/// The shortest lease: a claim is renewed every third of it while its forward runs.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// Reconnection waits this long after a failed attempt, doubling up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Why the store gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis is unreachable (reconnecting in the background)")]
+    Down,
+    #[error("Redis did not answer within redis.timeout ({0:?})")]
+    Timeout(Duration),
+    #[error("Redis refused the command")]
+    Command(#[source] redis::RedisError),
+    #[error("Redis answered {0:?}, which is no dedup value")]
+    Unexpected(String),
+}
+
+/// The shared store: one link per worker.
+pub struct Redis {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    links: Vec<Link>,
+    metrics: RedisMetrics,
+    release: Script,
+    renew: Script,
+}
+
+/// One worker's connection: `None` while down.
+#[derive(Default)]
+struct Link {
+    conn: Mutex<Option<MultiplexedConnection>>,
+    reconnecting: AtomicBool,
+}
+
+impl Redis {
+    pub fn new(
+        config: &RedisConfig,
+        workers: usize,
+        metrics: RedisMetrics,
+    ) -> Result<Redis, redis::RedisError> {
+        Ok(Redis {
+            client: Client::open(config.url.as_str())?,
+            prefix: config.key_prefix.clone(),
+            timeout: config.timeout,
+            links: (0..workers.max(1)).map(|_| Link::default()).collect(),
+            metrics,
+            release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
+        })
+    }
+
+    /// How long a claim holds without renewal: eight command timeouts, at least a second.
+    pub fn lease(&self) -> Duration {
+        (self.timeout * 8).max(MIN_LEASE)
+    }
+
+    /// `{prefix}:dedup:{route}:{id}`.
+    pub fn dedup_key(&self, route: &str, id: &str) -> String {
+        format!("{}:dedup:{route}:{id}", self.prefix)
+    }
+
+    /// Connects worker `worker`'s link in the background, on the calling (worker) runtime.
+    pub fn start(self: &Arc<Self>, worker: usize) {
+        self.reconnect_in_background(worker);
+    }
+
+    /// Whether worker `worker`'s link is up right now.
+    pub fn is_up(&self, worker: usize) -> bool {
+        self.link(worker).current().is_some()
+    }
+
+    fn link(&self, worker: usize) -> &Link {
+        &self.links[worker % self.links.len()]
+    }
+
+    pub async fn claim(
+        self: &Arc<Self>,
+        worker: usize,
+        key: &str,
+        token: &str,
+    ) -> Result<Seen, StoreError> {
+        let lease = self.lease().as_millis() as u64;
+        let value = format!("i:{token}");
+        let old: Option<String> = self
+            .run(worker, RedisOp::Claim, |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lease)
+                    .arg("GET")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        match old {
+            None => Ok(Seen::New),
+            Some(old) => seen(old),
+        }
+    }
+
+    /// Extends this attempt's lease; false if the claim is no longer this attempt's.
+    pub async fn renew(
+        self: &Arc<Self>,
+        worker: usize,
+        key: &str,
+        token: &str,
+    ) -> Result<bool, StoreError> {
+        let lease = self.lease().as_millis() as u64;
+        let value = format!("i:{token}");
+        let renewed: i64 = self
+            .run(worker, RedisOp::Claim, |mut conn| async move {
+                self.renew
+                    .key(key)
+                    .arg(value)
+                    .arg(lease)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    pub async fn deliver(
+        self: &Arc<Self>,
+        worker: usize,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let ttl = ttl.as_millis() as u64;
+        let value = format!("d:{token}");
+        self.run(worker, RedisOp::Deliver, |mut conn| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    pub async fn release(
+        self: &Arc<Self>,
+        worker: usize,
+        key: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let value = format!("i:{token}");
+        self.run(worker, RedisOp::Release, |mut conn| async move {
+            self.release
+                .key(key)
+                .arg(value)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn lookup(self: &Arc<Self>, worker: usize, key: &str) -> Result<Seen, StoreError> {
+        let value: Option<String> = self
+            .run(worker, RedisOp::Lookup, |mut conn| async move {
+                redis::cmd("GET").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        match value {
+            None => Ok(Seen::New),
+            Some(value) => seen(value),
+        }
+    }
+
+    /// One command on worker `worker`'s link, within `redis.timeout`, counted. While the
+    /// link is down it fails at once; a timeout, a dropped connection or READONLY marks
+    /// it down and starts reconnecting.
+    pub(crate) async fn run<T, F, Fut>(
+        self: &Arc<Self>,
+        worker: usize,
+        op: RedisOp,
+        command: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+        T: FromRedisValue,
+    {
+        let Some(conn) = self.link(worker).current() else {
+            self.metrics.command(op, "error");
+            self.reconnect_in_background(worker);
+            return Err(StoreError::Down);
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, command(conn)).await;
+        self.metrics.observe(op, started.elapsed());
+        match result {
+            Ok(Ok(value)) => {
+                self.metrics.command(op, "ok");
+                self.metrics.up.set(1);
+                Ok(value)
+            }
+            // The connection's own response timeout (the same bound) may fire first.
+            Ok(Err(err)) if err.is_timeout() => {
+                self.metrics.command(op, "timeout");
+                self.down(worker);
+                Err(StoreError::Timeout(self.timeout))
+            }
+            Ok(Err(err)) => {
+                self.metrics.command(op, "error");
+                if connection_lost(&err) {
+                    self.down(worker);
+                }
+                Err(StoreError::Command(err))
+            }
+            Err(_) => {
+                self.metrics.command(op, "timeout");
+                self.down(worker);
+                Err(StoreError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    fn down(self: &Arc<Self>, worker: usize) {
+        if self.link(worker).take().is_some() {
+            tracing::warn!(
+                worker,
+                "Redis unreachable: answering by on_store_error until it is back"
+            );
+        }
+        self.metrics.up.set(0);
+        self.reconnect_in_background(worker);
+    }
+
+    /// Starts worker `worker`'s reconnection loop unless one runs (outside a runtime,
+    /// nothing: the next command tries again).
+    fn reconnect_in_background(self: &Arc<Self>, worker: usize) {
+        let link = self.link(worker);
+        if link.reconnecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            link.reconnecting.store(false, Ordering::Release);
+            return;
+        };
+        let this = self.clone();
+        runtime.spawn(async move {
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                match this.connect().await {
+                    Ok(conn) => {
+                        let link = this.link(worker);
+                        link.set(conn);
+                        link.reconnecting.store(false, Ordering::Release);
+                        this.metrics.up.set(1);
+                        tracing::info!(worker, "Redis reachable and writable");
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::debug!(worker, error = %err, "Redis not reachable yet");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        });
+    }
+
+    /// A new connection that has written a probe key (a READONLY replica fails here).
+    async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_secs(1))))
+            .set_response_timeout(Some(self.timeout));
+        let attempt = async {
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(StoreError::Command)?;
+            redis::cmd("SET")
+                .arg(format!("{}:probe", self.prefix))
+                .arg(1)
+                .arg("PX")
+                .arg(1000)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(StoreError::Command)?;
+            Ok(conn)
+        };
+        let bound = self.timeout.max(Duration::from_secs(1)) * 2;
+        tokio::time::timeout(bound, attempt)
+            .await
+            .map_err(|_| StoreError::Timeout(bound))?
+    }
+
+    /// For `hookwall check`: whether Redis answers and takes writes now.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        self.connect().await.map(|_| ())
+    }
+}
+
+impl Link {
+    fn current(&self) -> Option<MultiplexedConnection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, conn: MultiplexedConnection) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+    }
+
+    fn take(&self) -> Option<MultiplexedConnection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// What a stored value says: `i:` in flight, `d:` delivered.
+fn seen(value: String) -> Result<Seen, StoreError> {
+    if value.starts_with("d:") {
+        Ok(Seen::Delivered)
+    } else if value.starts_with("i:") {
+        Ok(Seen::InFlight)
+    } else {
+        Err(StoreError::Unexpected(value))
+    }
+}
+
+/// Errors after which the connection cannot be trusted: gone, or the server turned into
+/// a read-only replica.
+fn connection_lost(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_unrecoverable_error()
+        || err.code() == Some("READONLY")
+}
+
+/// A token unique to one claim attempt: 128 bits from the system's random source.
+pub fn token() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // Never seen; a time-based token still differs between attempts.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = nanos.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_say_what_is_known() {
+        assert_eq!(seen("d:abc".into()).unwrap(), Seen::Delivered);
+        assert_eq!(seen("i:abc".into()).unwrap(), Seen::InFlight);
+        assert!(seen("x".into()).is_err());
+    }
+
+    #[test]
+    fn tokens_are_unique_and_hex() {
+        let (a, b) = (token(), token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,307 @@
+//! Where message ids live: this process's memory (`dedup.rs`, the default), and with
+//! `store = "redis"` Redis as well, shared by every replica (contract §8). The memory then
+//! caches delivered ids in front of Redis (never the absence of one) and holds this
+//! process's own forwards, so a duplicate of either is answered without a round trip; it
+//! is also what decides while Redis is unreachable and `on_store_error = "local"`.
+//!
+//! A claim's end (delivered, or released) is written to Redis by a task of its own,
+//! tracked for shutdown, so neither cancellation nor a sender hanging up can skip it.
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{DedupConfig, OnStoreError};
+use crate::dedup::{Dedup, Seen};
+use crate::metrics::Metrics;
+use crate::redis::{Redis, StoreError};
+
+pub struct Store {
+    memory: Mutex<Dedup>,
+    dedup_entries: prometheus::IntGauge,
+    metrics: Arc<Metrics>,
+    /// With `store = "redis"`.
+    pub redis: Option<Arc<Redis>>,
+    /// Writes that outlive the request (deliver, release), waited for at shutdown.
+    tracker: TaskTracker,
+}
+
+impl Store {
+    pub fn new(
+        config: DedupConfig,
+        redis: Option<Arc<Redis>>,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+    ) -> Store {
+        Store {
+            memory: Mutex::new(Dedup::new(
+                NonZeroUsize::new(config.capacity).unwrap_or(NonZeroUsize::MIN),
+                config.ttl,
+            )),
+            dedup_entries: metrics.dedup_entries.clone(),
+            metrics,
+            redis,
+            tracker,
+        }
+    }
+
+    /// A reloaded `[dedup]`: capacity and ttl apply, memory survives.
+    pub fn reconfigure(&self, config: DedupConfig) {
+        self.with_memory(|d| {
+            d.reconfigure(
+                NonZeroUsize::new(config.capacity).unwrap_or(NonZeroUsize::MIN),
+                config.ttl,
+                Instant::now(),
+            )
+        });
+    }
+
+    /// One operation on the memory under its lock (never held across an `.await`), then
+    /// the gauge and eviction counters updated from what it did.
+    fn with_memory<T>(&self, op: impl FnOnce(&mut Dedup) -> T) -> T {
+        let (result, len, evictions) = {
+            // Dedup's state stays consistent even if a panic poisoned the lock.
+            let mut d = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            let result = op(&mut d);
+            (result, d.len(), d.take_evictions())
+        };
+        self.dedup_entries.set(len as i64);
+        self.metrics.evictions(evictions);
+        result
+    }
+
+    /// What is known about an id that will not be forwarded (nothing changes).
+    pub async fn lookup(
+        &self,
+        worker: usize,
+        id: Id<'_>,
+        on_error: OnStoreError,
+        fallbacks: &IntCounter,
+    ) -> Result<Seen, StoreError> {
+        let local = self.with_memory(|d| d.lookup(id.key, Instant::now()));
+        let Some(redis) = self.redis.as_ref().filter(|_| local == Seen::New) else {
+            return Ok(local);
+        };
+        match redis
+            .lookup(worker, &redis.dedup_key(id.route, id.id))
+            .await
+        {
+            Ok(seen) => {
+                if seen == Seen::Delivered {
+                    self.remember_delivered(id.key);
+                }
+                Ok(seen)
+            }
+            Err(err) => match on_error {
+                OnStoreError::Refuse => Err(err),
+                OnStoreError::Local => {
+                    fallbacks.inc();
+                    Ok(local)
+                }
+            },
+        }
+    }
+
+    /// Claims an id for a forward if it is new everywhere; otherwise what is known.
+    pub async fn claim(
+        self: &Arc<Self>,
+        worker: usize,
+        id: Id<'_>,
+        on_error: OnStoreError,
+        fallbacks: &IntCounter,
+    ) -> Result<Result<Claim, Seen>, StoreError> {
+        // This process first: its delivered cache and its own forwards need no round trip.
+        let mut claim = match self.with_memory(|d| d.claim(id.key, Instant::now())) {
+            Seen::New => Claim {
+                store: self.clone(),
+                key: id.key.to_owned(),
+                done: false,
+                remote: None,
+            },
+            seen => return Ok(Err(seen)),
+        };
+        let Some(redis) = &self.redis else {
+            return Ok(Ok(claim));
+        };
+        let remote = Remote {
+            redis: redis.clone(),
+            worker,
+            key: redis.dedup_key(id.route, id.id),
+            token: crate::redis::token(),
+        };
+        match redis.claim(worker, &remote.key, &remote.token).await {
+            Ok(Seen::New) => {
+                claim.remote = Some(remote);
+                Ok(Ok(claim))
+            }
+            Ok(Seen::Delivered) => {
+                // Cached: the next duplicate here is answered without Redis.
+                claim.mark_delivered_locally();
+                Ok(Err(Seen::Delivered))
+            }
+            Ok(Seen::InFlight) => Ok(Err(Seen::InFlight)),
+            Err(err) => {
+                // A claim that timed out may still have been written: give it back.
+                self.spawn_tracked(remote.release());
+                match on_error {
+                    OnStoreError::Refuse => Err(err),
+                    OnStoreError::Local => {
+                        fallbacks.inc();
+                        Ok(Ok(claim))
+                    }
+                }
+            }
+        }
+    }
+
+    fn remember_delivered(&self, key: &str) {
+        self.with_memory(|d| {
+            let now = Instant::now();
+            if d.claim(key, now) == Seen::New {
+                d.delivered(key, now);
+            }
+        });
+    }
+
+    /// How long a delivered id is remembered (`dedup.ttl`, as reloaded).
+    fn ttl(&self) -> Duration {
+        self.with_memory(|d| d.ttl())
+    }
+
+    /// Runs `work` in a task of the current runtime, tracked for shutdown. Outside a
+    /// runtime (it is shutting down) the work is dropped: a claim left in Redis then
+    /// expires with its lease.
+    fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.tracker.track_future(work));
+        }
+    }
+}
+
+/// One id on one route: the memory's key, and its parts for Redis's.
+#[derive(Clone, Copy)]
+pub struct Id<'a> {
+    pub route: &'a str,
+    pub id: &'a str,
+    /// `dedup::key(route, id)`.
+    pub key: &'a str,
+}
+
+/// An id in flight. Owned, so a forward that outlives its request keeps it. Dropped
+/// without `delivered`, it is released: in memory at once, in Redis by a tracked task.
+pub struct Claim {
+    store: Arc<Store>,
+    key: String,
+    done: bool,
+    remote: Option<Remote>,
+}
+
+/// The Redis side of a claim.
+struct Remote {
+    redis: Arc<Redis>,
+    worker: usize,
+    key: String,
+    token: String,
+}
+
+impl Remote {
+    fn release(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (redis, worker, key, token) = (
+            self.redis.clone(),
+            self.worker,
+            self.key.clone(),
+            self.token.clone(),
+        );
+        async move {
+            if let Err(err) = redis.release(worker, &key, &token).await {
+                // The lease runs out by itself.
+                tracing::warn!(key, error = %err, "Redis release failed; the claim expires with its lease");
+            }
+        }
+    }
+}
+
+impl Claim {
+    /// The upstream answered with a 2xx status line: delivered, whatever follows. Written
+    /// to Redis by a tracked task (the answer the sender gets never waits on it).
+    pub fn delivered(&mut self) {
+        if self.done {
+            return;
+        }
+        self.mark_delivered_locally();
+        if let Some(remote) = &self.remote {
+            let (redis, worker, key, token) = (
+                remote.redis.clone(),
+                remote.worker,
+                remote.key.clone(),
+                remote.token.clone(),
+            );
+            let ttl = self.store.ttl();
+            self.store.spawn_tracked(async move {
+                if let Err(err) = redis.deliver(worker, &key, &token, ttl).await {
+                    tracing::warn!(key, error = %err, "Redis: marking an id delivered failed; this process still remembers it");
+                }
+            });
+        }
+    }
+
+    fn mark_delivered_locally(&mut self) {
+        self.store
+            .with_memory(|d| d.delivered(&self.key, Instant::now()));
+        self.done = true;
+    }
+
+    pub fn is_delivered(&self) -> bool {
+        self.done
+    }
+
+    /// The route and the message id, from the key.
+    pub fn route_and_id(&self) -> (&str, &str) {
+        self.key.split_once('\0').unwrap_or(("", &self.key))
+    }
+
+    /// With Redis: a future that renews the claim's lease every third of it, for as long
+    /// as it is polled (the forward races it), so a replica that dies frees the id within
+    /// one lease.
+    pub fn renewal(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let remote = self.remote.as_ref()?;
+        let (redis, worker, key, token) = (
+            remote.redis.clone(),
+            remote.worker,
+            remote.key.clone(),
+            remote.token.clone(),
+        );
+        Some(async move {
+            let every = redis.lease() / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                match redis.renew(worker, &key, &token).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        key,
+                        "Redis: a claim was gone before its forward ended (Redis lost data?)"
+                    ),
+                    Err(err) => {
+                        tracing::debug!(key, error = %err, "Redis: renewing a claim failed")
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.store.with_memory(|d| d.release(&self.key));
+        if let Some(remote) = &self.remote {
+            self.store.spawn_tracked(remote.release());
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! `store = "redis"`: one dedup memory for every replica, against a real `redis-server`
+//! that each test starts on a free port. Replicas are real: two hookwall processes (or two
+//! proxies in this process where only their memories matter), and so are the faults:
+//! SIGKILL, Redis killed, SIGSTOPped, FLUSHALLed, turned into a read-only replica.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use common::running::{write_config, Running};
+use common::*;
+
+/// The `[dedup]` and `[redis]` tables for `redis`.
+fn store(redis: &RedisServer, on_error: &str, timeout: &str) -> String {
+    format!(
+        "[dedup]\nstore = \"redis\"\non_store_error = \"{on_error}\"\n[redis]\nurl = \"{}\"\ntimeout = \"{timeout}\"\n",
+        redis.url()
+    )
+}
+
+/// An in-process proxy on `redis` forwarding `/hook` to `upstream`.
+async fn proxy(redis: &RedisServer, upstream: &Upstream, on_error: &str, timeout: &str) -> Proxy {
+    Proxy::start(&format!(
+        "[limits]\nshutdown_delay = \"0s\"\n{}[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"{}\"\n",
+        store(redis, on_error, timeout),
+        upstream.url("/")
+    ))
+    .await
+}
+
+/// A signed event to `url`: status and body.
+async fn send_event(url: &str, id: &str) -> (u16, String) {
+    let body = event("user.created");
+    match try_post(url, &signed(SECRET, id, now(), &body), &body).await {
+        Ok((status, _, reply)) => (status, String::from_utf8_lossy(&reply).into_owned()),
+        Err(err) => (0, err.to_string()),
+    }
+}
+
+/// Waits until the proxy's Redis link is up (it connects in the background).
+async fn redis_up(admin: std::net::SocketAddr) {
+    until("hookwall_redis_up to be 1", async || {
+        let (_, _, body) = get(&format!("http://{admin}/metrics")).await;
+        Metrics::parse(&String::from_utf8_lossy(&body)).get("hookwall_redis_up", &[]) == Some(1.0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_replicas_share_in_flight_and_delivered() {
+    let redis = RedisServer::start();
+    let (arrived, release) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let (a2, r2) = (arrived.clone(), release.clone());
+    // The first request is held until released; any other is answered at once.
+    let upstream = Upstream::start(move |_, n| {
+        if n == 0 {
+            Reply::Hold {
+                arrived: a2.clone(),
+                release: r2.clone(),
+            }
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let file = write_config(dir.path(), &upstream, &store(&redis, "refuse", "250ms"));
+    let (a, b) = (Running::start(&file).await, Running::start(&file).await);
+    redis_up(a.admin).await;
+    redis_up(b.admin).await;
+
+    // In flight on A: 409 on B.
+    let url_a = a.url("/hook");
+    let first = tokio::spawn(async move { send_event(&url_a, "msg_1").await });
+    arrived.notified().await;
+    assert_eq!(send_event(&b.url("/hook"), "msg_1").await.0, 409);
+    assert!(redis
+        .get("hookwall:dedup:hook:msg_1")
+        .unwrap()
+        .starts_with("i:"));
+    release.notify_one();
+    assert_eq!(first.await.unwrap().0, 200);
+
+    // Delivered on A: a duplicate on B (the mark is written right after A's answer).
+    until("B to answer duplicate", async || {
+        send_event(&b.url("/hook"), "msg_1").await == (200, r#"{"outcome":"duplicate"}"#.to_owned())
+    })
+    .await;
+    assert!(redis
+        .get("hookwall:dedup:hook:msg_1")
+        .unwrap()
+        .starts_with("d:"));
+    let ttl = redis.cmd(&["PTTL", "hookwall:dedup:hook:msg_1"]);
+    assert!(
+        matches!(ttl, redis::Value::Int(ms) if ms > 14 * 60 * 1000),
+        "{ttl:?}"
+    );
+    assert_eq!(upstream.ids()["msg_1"], 1);
+    // A failure releases at once: B's retry of a rejected id goes through.
+    let m = b.metrics().await;
+    assert!(
+        m.get(
+            "hookwall_redis_commands_total",
+            &[("op", "claim"), ("result", "ok")]
+        ) >= Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_forward_frees_the_id_when_its_lease_runs_out() {
+    let redis = RedisServer::start();
+    let (upstream, arrived, release) = holding_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    // timeout 250ms: the lease is 2 s, renewed every 2/3 s while a forward runs.
+    let file = write_config(dir.path(), &upstream, &store(&redis, "refuse", "250ms"));
+    let mut a = Running::start(&file).await;
+    let b = Running::start(&file).await;
+    redis_up(a.admin).await;
+    redis_up(b.admin).await;
+
+    let url_a = a.url("/hook");
+    let lost = tokio::spawn(async move { send_event(&url_a, "msg_k").await });
+    arrived.notified().await;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    assert_eq!(lost.await.unwrap().0, 0, "A died without answering");
+
+    // Until A's lease runs out the id is in flight; then B delivers the sender's retry.
+    let started = Instant::now();
+    let url_b = b.url("/hook");
+    let retry = tokio::spawn(async move {
+        let mut in_flight = 0;
+        loop {
+            match send_event(&url_b, "msg_k").await.0 {
+                409 => in_flight += 1,
+                status => return (status, in_flight),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    arrived.notified().await;
+    release.notify_waiters();
+    let (status, in_flight) = tokio::time::timeout(Duration::from_secs(20), retry)
+        .await
+        .expect("B delivers once the lease ran out")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(in_flight > 0, "409 while A's lease held");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(
+        upstream.ids()["msg_k"],
+        2,
+        "A's attempt (never answered), then B's"
+    );
+}
+
+#[tokio::test]
+async fn redis_down_refuses_then_recovers_by_itself_and_readyz_does_not_care() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let upstream = Upstream::ok().await;
+    // Started with Redis down: it runs, is ready, and connects in the background.
+    let proxy = proxy(&redis, &upstream, "refuse", "1s").await;
+    until("readyz 200 without Redis", async || {
+        get(&format!("http://{}/readyz", proxy.admin)).await.0 == 200
+    })
+    .await;
+    let body = event("user.created");
+    let (status, headers, reply) = post(
+        &proxy.url("/hook"),
+        &signed(SECRET, "msg_down", now(), &body),
+        &body,
+    )
+    .await;
+    assert_eq!(
+        (status, reply.as_ref()),
+        (503, br#"{"error":"store_unavailable"}"#.as_ref())
+    );
+    assert_eq!(headers["retry-after"], "5");
+    // While Redis is known to be down, answers come at once, not after a timeout each.
+    let started = Instant::now();
+    for i in 0..5 {
+        assert_eq!(
+            send_event(&proxy.url("/hook"), &format!("msg_fast_{i}"))
+                .await
+                .0,
+            503
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(upstream.count(), 0, "nothing forwarded while refusing");
+
+    redis.restart();
+    until("delivery to resume without a restart", async || {
+        send_event(&proxy.url("/hook"), "msg_down").await.0 == 200
+    })
+    .await;
+    assert_eq!(upstream.ids()["msg_down"], 1);
+    let m = proxy.metrics().await;
+    assert_eq!(m.get("hookwall_redis_up", &[]), Some(1.0));
+    // Six above, and those of the polls while it reconnected.
+    assert!(m.requests("r", "store_unavailable") >= 6.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_local_this_process_decides_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let upstream = Upstream::ok().await;
+    let proxy = proxy(&redis, &upstream, "local", "250ms").await;
+    redis_up(proxy.admin).await;
+    redis.stop();
+    assert_eq!(send_event(&proxy.url("/hook"), "msg_l").await.0, 200);
+    assert_eq!(
+        send_event(&proxy.url("/hook"), "msg_l").await,
+        (200, r#"{"outcome":"duplicate"}"#.to_owned())
+    );
+    assert_eq!(upstream.ids()["msg_l"], 1);
+    let m = proxy.metrics().await;
+    assert_eq!(
+        m.get("hookwall_dedup_fallbacks_total", &[("route", "r")]),
+        Some(1.0),
+        "the claim fell back; the duplicate was known locally"
+    );
+    assert_eq!(m.get("hookwall_redis_up", &[]), Some(0.0));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_paused_redis_gets_the_policy_not_a_hang() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::ok().await;
+    let proxy = proxy(&redis, &upstream, "refuse", "200ms").await;
+    redis_up(proxy.admin).await;
+    assert_eq!(send_event(&proxy.url("/hook"), "msg_before").await.0, 200);
+    redis.pause();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        send_event(&proxy.url("/hook"), "msg_paused"),
+    )
+    .await
+    .expect("answered, not hung");
+    assert_eq!(answer.0, 503);
+    redis.resume();
+    until("delivery to resume", async || {
+        send_event(&proxy.url("/hook"), "msg_paused").await.0 == 200
+    })
+    .await;
+    let m = proxy.metrics().await;
+    assert!(
+        m.get(
+            "hookwall_redis_commands_total",
+            &[("op", "claim"), ("result", "timeout")]
+        ) >= Some(1.0)
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_replica_turned_read_only_counts_as_down_until_writable() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::ok().await;
+    let proxy = proxy(&redis, &upstream, "refuse", "250ms").await;
+    redis_up(proxy.admin).await;
+    // A failover left this server a replica (of a primary that is not there): READONLY.
+    redis.cmd(&["REPLICAOF", "127.0.0.1", "1"]);
+    assert_eq!(send_event(&proxy.url("/hook"), "msg_ro").await.0, 503);
+    assert_eq!(send_event(&proxy.url("/hook"), "msg_ro").await.0, 503);
+    redis.cmd(&["REPLICAOF", "NO", "ONE"]);
+    until("writable again", async || {
+        send_event(&proxy.url("/hook"), "msg_ro").await.0 == 200
+    })
+    .await;
+    assert_eq!(upstream.ids()["msg_ro"], 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn flushall_loses_nothing() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::ok().await;
+    let a = proxy(&redis, &upstream, "refuse", "250ms").await;
+    let b = proxy(&redis, &upstream, "refuse", "250ms").await;
+    redis_up(a.admin).await;
+    redis_up(b.admin).await;
+    assert_eq!(send_event(&a.url("/hook"), "msg_f").await.0, 200);
+    until("the delivered mark", async || {
+        redis
+            .get("hookwall:dedup:r:msg_f")
+            .is_some_and(|v| v.starts_with("d:"))
+    })
+    .await;
+    redis.cmd(&["FLUSHALL"]);
+    // Redis forgot: B forwards the retry again rather than drop it (a duplicate may pass;
+    // nothing is lost). A still remembers it in its own memory.
+    assert_eq!(
+        send_event(&b.url("/hook"), "msg_f").await,
+        (200, "upstream says 200".to_owned())
+    );
+    assert_eq!(
+        send_event(&a.url("/hook"), "msg_f").await,
+        (200, r#"{"outcome":"duplicate"}"#.to_owned())
+    );
+    assert_eq!(send_event(&b.url("/hook"), "msg_new").await.0, 200);
+    assert_eq!(upstream.ids()["msg_f"], 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The promise across replicas: thousands of events, each attempt sent to a random
+/// replica, the upstream failing a third of the attempts, the sender retrying as Svix
+/// does. Every event is delivered, and none reaches the upstream again after its 2xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_event_is_lost_or_delivered_again_across_two_replicas() {
+    const EVENTS: usize = 2000;
+    const SENDERS: usize = 16;
+    let redis = RedisServer::start();
+    // Per id: what the upstream answered each attempt, in order.
+    let answers: Arc<Mutex<HashMap<String, Vec<u16>>>> = Arc::default();
+    let seen = answers.clone();
+    let upstream = Upstream::start(move |got, _| {
+        let id = got.headers["svix-id"].to_str().unwrap().to_owned();
+        let mut seen = seen.lock().unwrap();
+        let attempts = seen.entry(id.clone()).or_default();
+        // A third of attempts fail, decided by the id and attempt (repeatable).
+        let status = if mix(&id, attempts.len()).is_multiple_of(3) {
+            500
+        } else {
+            200
+        };
+        attempts.push(status);
+        Reply::Status(status)
+    })
+    .await;
+    let replicas = Arc::new([
+        proxy(&redis, &upstream, "refuse", "250ms").await,
+        proxy(&redis, &upstream, "refuse", "250ms").await,
+    ]);
+    redis_up(replicas[0].admin).await;
+    redis_up(replicas[1].admin).await;
+
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let replicas = replicas.clone();
+        senders.push(tokio::spawn(async move {
+            let mut attempts = 0usize;
+            for e in (s..EVENTS).step_by(SENDERS) {
+                let id = format!("msg_{e}");
+                for attempt in 0.. {
+                    attempts += 1;
+                    let replica = &replicas[mix(&id, attempt + 7) as usize % 2];
+                    match send_event(&replica.url("/hook"), &id).await.0 {
+                        200 => break,
+                        409 | 500 | 502 | 503 => {
+                            assert!(attempt < 50, "{id}: never delivered");
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        other => panic!("{id}: {other}"),
+                    }
+                }
+            }
+            attempts
+        }));
+    }
+    let mut attempts = 0;
+    for sender in senders {
+        attempts += sender.await.unwrap();
+    }
+    let answers = answers.lock().unwrap().clone();
+    assert_eq!(answers.len(), EVENTS, "every event reached the upstream");
+    for (id, statuses) in answers.iter() {
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "{id}: {statuses:?}"
+        );
+        assert_eq!(
+            statuses.last(),
+            Some(&200),
+            "{id}: sent again after its 2xx: {statuses:?}"
+        );
+    }
+    let failed: usize = answers.values().map(|s| s.len() - 1).sum();
+    assert!(failed > EVENTS / 5, "the upstream failed {failed} attempts");
+    eprintln!("{EVENTS} events, {attempts} attempts, {failed} failed at the upstream");
+    for replica in Arc::try_unwrap(replicas).ok().unwrap() {
+        replica.shutdown().await;
+    }
+}
+
+/// A small repeatable hash (FNV-1a) of an id and a number.
+fn mix(id: &str, n: usize) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in id.bytes().chain(n.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
