@@ -50,6 +50,12 @@ fn respond(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>
     }
     match request.uri().path() {
         "/metrics" => {
+            // Read here rather than kept up to date per request: no shared counter on
+            // the request path.
+            shared
+                .metrics
+                .buffered_body_bytes
+                .set(shared.store.budget.held() as i64);
             let mut response = Response::new(Full::new(Bytes::from(shared.metrics.render())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

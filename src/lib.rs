@@ -115,10 +115,12 @@ pub async fn run(
 /// old value.
 async fn reload(shared: &Shared) {
     match load_again(shared).await {
-        Ok(live) => {
-            let routes = live.config.routes.len();
-            logging::set_level(&live.config.log.level);
-            shared.swap(live);
+        Ok(lives) => {
+            let routes = lives.first().map_or(0, |l| l.config.routes.len());
+            if let Some(live) = lives.first() {
+                logging::set_level(&live.config.log.level);
+            }
+            shared.swap(lives);
             shared.metrics.reload(true);
             tracing::info!(routes, "config reloaded");
         }
@@ -136,7 +138,7 @@ async fn reload(shared: &Shared) {
 
 /// The config as the file says now, with what needs a restart kept as it was; the
 /// problems (one a line) if it cannot be used.
-async fn load_again(shared: &Shared) -> Result<Live, String> {
+async fn load_again(shared: &Shared) -> Result<Vec<Live>, String> {
     let old = shared.live();
     let file = old.config.file.clone();
     let mut new = tokio::task::spawn_blocking(move || Config::load(&file))
@@ -184,5 +186,5 @@ async fn load_again(shared: &Shared) -> Result<Live, String> {
         tracing::warn!("limits.workers changed: takes effect at the next restart");
         new.limits.workers = was.limits.workers;
     }
-    Live::new(new, &shared.metrics, &shared.default_clients).map_err(|err| err.to_string())
+    Live::for_workers(new, &shared.metrics, &shared.default_clients).map_err(|err| err.to_string())
 }

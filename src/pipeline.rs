@@ -31,7 +31,7 @@ use crate::forward::{self, ForwardError, Peer, UpstreamReply};
 use crate::logging;
 use crate::metrics::{Outcome, RouteMetrics, UpstreamClass};
 use crate::redis::StoreError;
-use crate::route::{event_type, Decision, EventType, Upstream};
+use crate::route::{event_type, Decision, EventType};
 use crate::state::{Live, RouteState, Shared};
 use crate::store::{Claim, Id};
 use crate::verify::{SignedHeaders, VerifyError};
@@ -95,7 +95,7 @@ pub async fn handle(
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let _in_flight = InFlight::start(&shared.metrics.in_flight_requests);
-    let live = shared.live();
+    let live = shared.live_at(worker);
     let mut trace = Trace {
         logged: tracing::enabled!(tracing::Level::INFO),
         ..Trace::default()
@@ -290,8 +290,14 @@ async fn handle_inner<'a>(
     let now = unix_now();
     let verifier = &route.route.verifier;
     let timestamp = verifier.check_head(&signed, now)?;
-    let (body, reservation) =
-        read_body(body, &parts.headers, live.limits(), &shared.budget).await?;
+    let (body, reservation) = read_body(
+        body,
+        &parts.headers,
+        live.limits(),
+        &shared.store.budget,
+        worker,
+    )
+    .await?;
     let verified = verifier.check_signature(&signed, timestamp, &body)?;
 
     // From here on the request is authentic and fresh.
@@ -323,7 +329,7 @@ async fn handle_inner<'a>(
     let on_error = live.config.dedup.on_store_error;
     let fallbacks = &route.metrics.dedup_fallbacks;
     let upstream = match route.route.rules.decide(event.as_str()) {
-        Decision::Forward(upstream) => upstream.clone(),
+        Decision::Forward(upstream, rule) => (upstream, rule),
         // Dedup is looked up before routing, but only a forward claims an id.
         Decision::Drop | Decision::NoMatch => {
             let seen = shared
@@ -343,11 +349,13 @@ async fn handle_inner<'a>(
         .claim(worker, id, on_error, fallbacks)
         .await
         .map_err(Reject::StoreUnavailable)?;
-    let claim = match claimed {
+    let mut claim = match claimed {
         Ok(claim) => claim,
         Err(Seen::Delivered) => return Ok(Done::Duplicate),
         Err(Seen::InFlight) | Err(Seen::New) => return Err(Reject::InFlight),
     };
+    claim.hold_body(reservation.into_held());
+    let (upstream, rule) = upstream;
 
     let mut headers = parts.headers;
     forward::upstream_headers(
@@ -366,33 +374,30 @@ async fn handle_inner<'a>(
     let job = Forward {
         live: live.clone(),
         route: route_index,
-        worker,
-        upstream,
+        rule,
         target,
         headers,
         body,
         claim,
         _permit: permit,
-        _reservation: reservation,
     };
-    let reply = forward(job, route.route.upstream_timeout, &shared.detached).await?;
+    let reply = forward(job, route, &key, &shared.detached).await?;
     Ok(Done::Upstream(reply))
 }
 
 /// One forward with everything it needs, owned, so that it can outlive its request: the
-/// config it started under, the id's claim, the route's `max_in_flight` permit and the
-/// body's room in the buffer budget, all held until it ends.
+/// config it started under (its route and rule by index), the id's claim (which also
+/// keeps the body's room in the buffer budget) and the route's `max_in_flight` permit,
+/// all held until it ends.
 struct Forward {
     live: Arc<Live>,
     route: usize,
-    worker: usize,
-    upstream: Arc<Upstream>,
+    rule: usize,
     target: Uri,
     headers: HeaderMap,
     body: Bytes,
     claim: Claim,
     _permit: OwnedSemaphorePermit,
-    _reservation: Reservation,
 }
 
 /// How a forward ended, and its id for the log line of one that outlived its request.
@@ -402,53 +407,36 @@ struct Ended {
 }
 
 impl Forward {
-    /// The exchange within the route's `upstream_deadline`. A 2xx status line marks the
-    /// id delivered at once; anything else (or the deadline) releases it when the claim
-    /// is dropped. Counted in `hookwall_upstream_*` when it ends.
+    /// The exchange. A 2xx status line marks the id delivered at once; anything else
+    /// releases it when the claim is dropped. Counted in `hookwall_upstream_*` when it
+    /// ends. No timer of its own: the sender's wait bounds it inline, and
+    /// `upstream_deadline` bounds it once detached (`Detachable`).
     async fn run(self) -> Ended {
         let Forward {
             live,
             route,
-            worker,
-            upstream,
+            rule,
             target,
             headers,
             body,
             mut claim,
             _permit,
-            _reservation,
         } = self;
         let state = live.route_at(route);
-        let deadline = state.route.upstream_deadline;
-        let renewal = claim.renewal();
+        let upstream = state
+            .route
+            .rules
+            .upstream(rule)
+            .expect("the rule was decided on this same config");
+        let _renewal = claim.keep_alive();
         let started = Instant::now();
-        let exchange = forward::exchange(
-            state.client(worker),
-            &upstream,
-            target,
-            headers,
-            body,
-            |status| {
+        let exchange =
+            forward::exchange(state.client(), upstream, target, headers, body, |status| {
                 if status.is_success() {
                     claim.delivered();
                 }
-            },
-        );
-        let bounded = async {
-            tokio::time::timeout(deadline, exchange)
-                .await
-                .unwrap_or(Err(ForwardError::Timeout(deadline)))
-        };
-        // With Redis, the claim's lease is renewed for as long as the exchange runs.
-        let result = match renewal {
-            None => bounded.await,
-            Some(renewal) => {
-                tokio::select! {
-                    result = bounded => result,
-                    () = renewal => unreachable!("a renewal never ends"),
-                }
-            }
-        };
+            });
+        let result = exchange.await;
         state
             .metrics
             .upstream_duration
@@ -462,21 +450,28 @@ impl Forward {
     }
 }
 
-/// The sender waits for the forward up to `wait` (`upstream_timeout`); past it, or if
-/// the sender hangs up, the forward goes on in a task of its own.
+/// The sender waits for the forward up to the route's `upstream_timeout`; past it, or if
+/// the sender hangs up, the forward goes on in a task of its own, until the route's
+/// `upstream_deadline` (from the start).
 async fn forward(
     job: Forward,
-    wait: Duration,
+    route: &RouteState,
+    key: &str,
     tracker: &TaskTracker,
 ) -> Result<UpstreamReply, ForwardError> {
+    let started = tokio::time::Instant::now();
+    let wait = route.route.upstream_timeout;
     let mut running = Detachable {
         forward: Some(Box::pin(job.run())),
         tracker,
+        route,
+        key,
+        deadline: started + route.route.upstream_deadline,
     };
     let Some(future) = running.forward.as_mut() else {
         unreachable!("set just above")
     };
-    match tokio::time::timeout(wait, future).await {
+    match tokio::time::timeout_at(started + wait, future).await {
         Ok(ended) => {
             running.forward = None;
             ended.result
@@ -493,10 +488,15 @@ type Running = Pin<Box<dyn Future<Output = Ended> + Send>>;
 /// A forward the request is waiting for. Dropped unfinished (the sender hung up and hyper
 /// dropped the request) or told to `detach` (the sender's wait ran out), it moves to a
 /// task of its own: cancelling the request does not undo the backend's work, so only the
-/// backend's answer may decide the id.
+/// backend's answer may decide the id. There, `upstream_deadline` abandons it: the
+/// connection is closed and the id released.
 struct Detachable<'a> {
     forward: Option<Running>,
     tracker: &'a TaskTracker,
+    route: &'a RouteState,
+    /// The dedup key, for the log line.
+    key: &'a str,
+    deadline: tokio::time::Instant,
 }
 
 impl Detachable<'_> {
@@ -509,12 +509,33 @@ impl Detachable<'_> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // What the task needs if the deadline comes first (the forward, dropped, then
+        // tells nothing): made only here, off the common path.
+        let route = self.route.route.name.clone();
+        let id = self
+            .key
+            .split_once('\0')
+            .map_or(self.key, |(_, id)| id)
+            .to_owned();
+        let metrics = self.route.metrics.clone();
+        let (deadline, after) = (self.deadline, self.route.route.upstream_deadline);
         runtime.spawn(self.tracker.track_future(async move {
-            let Ended { result, claim } = forward.await;
-            let (route, id) = claim.route_and_id();
+            let ended = tokio::time::timeout_at(deadline, forward).await;
+            let Ok(Ended { result, claim }) = ended else {
+                // Dropping the forward closed the upstream connection and released the id.
+                metrics.upstream_duration.observe(after.as_secs_f64());
+                metrics.upstream_response(UpstreamClass::Timeout);
+                tracing::warn!(
+                    route = &*route,
+                    id,
+                    detached = why,
+                    "forward abandoned at upstream_deadline; its id is released"
+                );
+                return;
+            };
             match result {
                 Ok(reply) => tracing::info!(
-                    route,
+                    route = &*route,
                     id,
                     detached = why,
                     status = reply.status.as_u16(),
@@ -522,7 +543,7 @@ impl Detachable<'_> {
                     "forward ended after its request"
                 ),
                 Err(err) => tracing::warn!(
-                    route,
+                    route = &*route,
                     id,
                     detached = why,
                     delivered = claim.is_delivered(),
@@ -558,12 +579,13 @@ fn check_header_limits(headers: &HeaderMap, limits: &Limits) -> Result<(), Rejec
 /// be too large: from Content-Length before reading, or while reading. Its room in the
 /// buffer budget is taken before reading (the whole Content-Length), or frame by frame
 /// when it has none; no room is a 503. A body that arrives in one piece is not copied.
-async fn read_body(
+async fn read_body<'a>(
     mut body: Incoming,
     headers: &HeaderMap,
     limits: &Limits,
-    budget: &Arc<Budget>,
-) -> Result<(Bytes, Reservation), Reject> {
+    budget: &'a Budget,
+    worker: usize,
+) -> Result<(Bytes, Reservation<'a>), Reject> {
     let max = limits.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -573,7 +595,7 @@ async fn read_body(
         return Err(Reject::BodyTooLarge);
     }
     let mut reservation = budget
-        .reserve(declared.unwrap_or(0))
+        .reserve(worker, declared.unwrap_or(0))
         .ok_or(Reject::BufferFull)?;
     let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
     let mut first: Option<Bytes> = None;

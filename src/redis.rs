@@ -102,10 +102,6 @@ impl Redis {
         self.reconnect_in_background(worker);
     }
 
-    /// Whether worker `worker`'s link is up right now.
-    pub fn is_up(&self, worker: usize) -> bool {
-        self.link(worker).current().is_some()
-    }
 
     fn link(&self, worker: usize) -> &Link {
         &self.links[worker % self.links.len()]

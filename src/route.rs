@@ -97,8 +97,7 @@ impl Glob {
 /// Where a verified event goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Shared, so a forward that outlives its request keeps its upstream.
-    Forward(std::sync::Arc<Upstream>),
+    Forward(Box<Upstream>),
     Drop,
 }
 
@@ -112,7 +111,8 @@ pub struct Rule {
 /// The outcome of routing one event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision<'a> {
-    Forward(&'a std::sync::Arc<Upstream>),
+    /// The upstream, and the index of the rule that chose it (`Rules::upstream`).
+    Forward(&'a Upstream, usize),
     Drop,
     NoMatch,
 }
@@ -123,15 +123,23 @@ pub struct Rules(pub Vec<Rule>);
 
 impl Rules {
     pub fn decide(&self, event_type: &str) -> Decision<'_> {
-        for rule in &self.0 {
+        for (index, rule) in self.0.iter().enumerate() {
             if rule.events.iter().any(|glob| glob.matches(event_type)) {
                 return match &rule.action {
-                    Action::Forward(upstream) => Decision::Forward(upstream),
+                    Action::Forward(upstream) => Decision::Forward(upstream, index),
                     Action::Drop => Decision::Drop,
                 };
             }
         }
         Decision::NoMatch
+    }
+
+    /// The upstream of rule `index`, if it forwards.
+    pub fn upstream(&self, index: usize) -> Option<&Upstream> {
+        match &self.0.get(index)?.action {
+            Action::Forward(upstream) => Some(upstream),
+            Action::Drop => None,
+        }
     }
 }
 
@@ -294,7 +302,7 @@ mod tests {
         let rules = Rules(vec![
             Rule {
                 events: vec![Glob::new("invoice.*"), Glob::new("subscription.updated")],
-                action: Action::Forward(std::sync::Arc::new(up.clone())),
+                action: Action::Forward(Box::new(up.clone())),
             },
             Rule {
                 events: vec![Glob::new("session.*"), Glob::new("invoice.paid")],
@@ -302,8 +310,10 @@ mod tests {
             },
         ]);
         for event in ["invoice.paid", "subscription.updated"] {
-            assert!(matches!(rules.decide(event), Decision::Forward(u) if **u == up));
+            assert_eq!(rules.decide(event), Decision::Forward(&up, 0));
         }
+        assert_eq!(rules.upstream(0), Some(&up));
+        assert_eq!(rules.upstream(1), None);
         assert_eq!(rules.decide("session.ended"), Decision::Drop);
         assert_eq!(rules.decide("user.created"), Decision::NoMatch);
         assert_eq!(rules.decide(""), Decision::NoMatch);

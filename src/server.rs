@@ -273,7 +273,7 @@ async fn connection(
 async fn serve_http<I, S>(
     io: I,
     service: S,
-    activity: &Activity,
+    activity: &Arc<Activity>,
     limits: &Limits,
     stop: &CancellationToken,
     addr: SocketAddr,
@@ -289,13 +289,20 @@ async fn serve_http<I, S>(
 {
     let builder = builder(limits);
     let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
-    let mut idle = std::pin::pin!(activity.idle(limits.header_read_timeout, limits.idle_timeout));
+    // The watchdog runs beside the connection and wakes only when a limit is due, so the
+    // connection's own wake-ups poll one more thing at most (a oneshot).
+    let (close, mut closing_reason) = tokio::sync::oneshot::channel::<Close>();
+    tokio::spawn(watchdog(
+        activity.clone(),
+        (limits.header_read_timeout, limits.idle_timeout),
+        stop.clone(),
+        close,
+    ));
     // Set once the connection was asked to close for idleness: it is dropped if it has
     // not closed by then.
-    let mut closing: Option<Instant> = None;
-    let mut stopping = false;
+    let mut give_up: Option<Instant> = None;
+    let mut asked = false;
     loop {
-        let give_up = closing.unwrap_or_else(|| Instant::now() + IDLE_CLOSE_WAIT);
         tokio::select! {
             biased;
             result = conn.as_mut() => {
@@ -304,22 +311,61 @@ async fn serve_http<I, S>(
                 }
                 return;
             }
-            () = stop.cancelled(), if !stopping => {
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            () = &mut idle, if closing.is_none() => {
-                if !activity.started_any() {
-                    // Never sent a complete request head: nothing to finish, just close.
-                    tracing::debug!(peer = %addr, "no request head within header_read_timeout");
-                    return;
+            reason = &mut closing_reason, if !asked => {
+                asked = true;
+                match reason {
+                    Ok(Close::Silent) => {
+                        // Never sent a complete request head: nothing to finish, just close.
+                        tracing::debug!(peer = %addr, "no request head within header_read_timeout");
+                        return;
+                    }
+                    Ok(Close::Idle) => {
+                        tracing::debug!(peer = %addr, "idle_timeout: closing the connection");
+                        conn.as_mut().graceful_shutdown();
+                        give_up = Some(Instant::now() + IDLE_CLOSE_WAIT);
+                    }
+                    // Shutdown: in-flight requests finish; the worker's grace bounds that.
+                    Ok(Close::Shutdown) => conn.as_mut().graceful_shutdown(),
+                    Err(_) => {}
                 }
-                tracing::debug!(peer = %addr, "idle_timeout: closing the connection");
-                conn.as_mut().graceful_shutdown();
-                closing = Some(Instant::now() + IDLE_CLOSE_WAIT);
             }
-            () = tokio::time::sleep_until(give_up), if closing.is_some() => return,
+            () = sleep_until_some(give_up) => return,
         }
+    }
+}
+
+/// Why the watchdog asks a connection to close.
+enum Close {
+    /// No complete request head within `header_read_timeout` of the accept.
+    Silent,
+    /// No request in progress for `idle_timeout`.
+    Idle,
+    /// The worker is shutting down.
+    Shutdown,
+}
+
+/// Watches one connection until it ends (`close` is dropped), telling it why to close.
+async fn watchdog(
+    activity: Arc<Activity>,
+    (first, idle): (Duration, Duration),
+    stop: CancellationToken,
+    mut close: tokio::sync::oneshot::Sender<Close>,
+) {
+    let reason = tokio::select! {
+        () = close.closed() => return,
+        () = stop.cancelled() => Close::Shutdown,
+        () = activity.idle(first, idle) => {
+            if activity.started_any() { Close::Idle } else { Close::Silent }
+        }
+    };
+    let _ = close.send(reason);
+}
+
+/// Completes at `when`, never if `None`.
+async fn sleep_until_some(when: Option<Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(when).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -12,16 +12,22 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use prometheus::IntCounter;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::{Budget, Held};
 use crate::config::{DedupConfig, OnStoreError};
 use crate::dedup::{Dedup, Seen};
 use crate::metrics::Metrics;
 use crate::redis::{Redis, StoreError};
 
 pub struct Store {
-    memory: Mutex<Dedup>,
+    /// Request bodies held right now, against `limits.max_buffered_bytes`. Read by every
+    /// request, written rarely: on cache lines apart from the lock below.
+    pub budget: CachePadded<Budget>,
+    /// Locked by every forward on every worker: on cache lines of its own.
+    memory: CachePadded<Mutex<Dedup>>,
     dedup_entries: prometheus::IntGauge,
     metrics: Arc<Metrics>,
     /// With `store = "redis"`.
@@ -33,15 +39,17 @@ pub struct Store {
 impl Store {
     pub fn new(
         config: DedupConfig,
+        budget: Budget,
         redis: Option<Arc<Redis>>,
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
     ) -> Store {
         Store {
-            memory: Mutex::new(Dedup::new(
+            budget: CachePadded::new(budget),
+            memory: CachePadded::new(Mutex::new(Dedup::new(
                 NonZeroUsize::new(config.capacity).unwrap_or(NonZeroUsize::MIN),
                 config.ttl,
-            )),
+            ))),
             dedup_entries: metrics.dedup_entries.clone(),
             metrics,
             redis,
@@ -86,10 +94,10 @@ impl Store {
         let Some(redis) = self.redis.as_ref().filter(|_| local == Seen::New) else {
             return Ok(local);
         };
-        match redis
-            .lookup(worker, &redis.dedup_key(id.route, id.id))
-            .await
-        {
+        // Boxed: the Redis path's futures would otherwise enlarge every request's future,
+        // which is moved on each request, Redis or not.
+        let key = redis.dedup_key(id.route, id.id);
+        match Box::pin(redis.lookup(worker, &key)).await {
             Ok(seen) => {
                 if seen == Seen::Delivered {
                     self.remember_delivered(id.key);
@@ -121,6 +129,7 @@ impl Store {
                 key: id.key.to_owned(),
                 done: false,
                 remote: None,
+                body: Held::default(),
             },
             seen => return Ok(Err(seen)),
         };
@@ -133,7 +142,7 @@ impl Store {
             key: redis.dedup_key(id.route, id.id),
             token: crate::redis::token(),
         };
-        match redis.claim(worker, &remote.key, &remote.token).await {
+        match Box::pin(redis.claim(worker, &remote.key, &remote.token)).await {
             Ok(Seen::New) => {
                 claim.remote = Some(remote);
                 Ok(Ok(claim))
@@ -193,11 +202,13 @@ pub struct Id<'a> {
 
 /// An id in flight. Owned, so a forward that outlives its request keeps it. Dropped
 /// without `delivered`, it is released: in memory at once, in Redis by a tracked task.
+/// It also keeps the forward's body room in the budget, given back when it is dropped.
 pub struct Claim {
     store: Arc<Store>,
     key: String,
     done: bool,
     remote: Option<Remote>,
+    body: Held,
 }
 
 /// The Redis side of a claim.
@@ -226,6 +237,11 @@ impl Remote {
 }
 
 impl Claim {
+    /// Keeps the body's room in the budget until the claim ends.
+    pub fn hold_body(&mut self, body: Held) {
+        self.body = body;
+    }
+
     /// The upstream answered with a 2xx status line: delivered, whatever follows. Written
     /// to Redis by a tracked task (the answer the sender gets never waits on it).
     pub fn delivered(&mut self) {
@@ -259,23 +275,21 @@ impl Claim {
         self.done
     }
 
-    /// The route and the message id, from the key.
-    pub fn route_and_id(&self) -> (&str, &str) {
-        self.key.split_once('\0').unwrap_or(("", &self.key))
-    }
 
-    /// With Redis: a future that renews the claim's lease every third of it, for as long
-    /// as it is polled (the forward races it), so a replica that dies frees the id within
-    /// one lease.
-    pub fn renewal(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+    /// With Redis: renews the claim's lease every third of it in a task of its own until
+    /// the returned guard is dropped (when the forward ends), so a replica that dies frees
+    /// the id within one lease. A task rather than a branch of the forward: the forward's
+    /// future stays small on the common path.
+    pub fn keep_alive(&self) -> Option<Renewal> {
         let remote = self.remote.as_ref()?;
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (redis, worker, key, token) = (
             remote.redis.clone(),
             remote.worker,
             remote.key.clone(),
             remote.token.clone(),
         );
-        Some(async move {
+        Some(Renewal(runtime.spawn(async move {
             let every = redis.lease() / 3;
             loop {
                 tokio::time::sleep(every).await;
@@ -290,12 +304,25 @@ impl Claim {
                     }
                 }
             }
-        })
+        })))
+    }
+}
+
+/// Renews a claim's lease until dropped.
+pub struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        let body = std::mem::take(&mut self.body);
+        if body.bytes > 0 {
+            self.store.budget.give(body.worker, body.bytes);
+        }
         if self.done {
             return;
         }

@@ -440,7 +440,7 @@ fn build_route(
         (Some(url), None) => upstream(problems, &at("upstream"), &url).map(|up| {
             Rules(vec![Rule {
                 events: vec![Glob::new("*")],
-                action: Action::Forward(Arc::new(up)),
+                action: Action::Forward(Box::new(up)),
             }])
         }),
         (None, Some(raw_rules)) => {
@@ -455,7 +455,7 @@ fn build_route(
                 }
                 let action = match (rule.upstream, rule.action.as_deref()) {
                     (Some(url), None) => upstream(problems, &key("upstream"), &url)
-                        .map(|up| Action::Forward(Arc::new(up))),
+                        .map(|up| Action::Forward(Box::new(up))),
                     (None, Some("drop")) => Some(Action::Drop),
                     (None, Some(other)) => {
                         problems.add(
