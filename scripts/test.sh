@@ -2,8 +2,9 @@
 # Installs what the tests need, then runs the whole test suite.
 # Usage: scripts/test.sh [extra cargo nextest arguments]
 #
-# Needs: python3 + pip (svix, FastAPI), node + npm (the Express example), promtool
-# (Debian's `prometheus` package), cargo-nextest. Missing ones are installed; a test whose
+# Needs: python3 + pip (svix, FastAPI, kubernetes-validate), node + npm (the Express
+# example), promtool (Debian's `prometheus` package), redis-server (Debian's package: each
+# Redis test starts its own on a free port), cargo-nextest. Missing ones are installed; a test whose
 # tool is still missing fails, it never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ missing=()
 command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v redis-server >/dev/null || missing+=(redis-server)
 command -v kill >/dev/null || missing+=(procps)
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"

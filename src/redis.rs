@@ -102,7 +102,6 @@ impl Redis {
         self.reconnect_in_background(worker);
     }
 
-
     fn link(&self, worker: usize) -> &Link {
         &self.links[worker % self.links.len()]
     }

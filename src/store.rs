@@ -275,7 +275,6 @@ impl Claim {
         self.done
     }
 
-
     /// With Redis: renews the claim's lease every third of it in a task of its own until
     /// the returned guard is dropped (when the forward ends), so a replica that dies frees
     /// the id within one lease. A task rather than a branch of the forward: the forward's

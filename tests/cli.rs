@@ -226,6 +226,47 @@ fn kubernetes_service_link_variables_are_a_warning_not_an_error() {
     assert!(text(&out.stderr).contains("HOOKWALL_LISTEN__ADRESS: names no configuration key"));
 }
 
+/// A Redis that does not answer is a warning for `check`, not an error: the config is
+/// valid, and `run` connects in the background.
+#[test]
+fn check_warns_about_an_unreachable_redis_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookwall.toml");
+    // A bound socket that does not listen: connections are refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(
+        &file,
+        format!(
+            "[dedup]\nstore = \"redis\"\n[redis]\nurl = \"redis://:hunter2@127.0.0.1:{port}/0\"\n\
+             [[routes]]\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"http://127.0.0.1:3000/\"\n"
+        ),
+    )
+    .unwrap();
+    let out = hookwall(&["check", "-c", file.to_str().unwrap()], &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning: redis redis://127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("dedup store: Redis"), "{stdout}");
+    // The password is never printed.
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
+    // Without a [redis] section, store = "redis" is an error.
+    std::fs::write(
+        &file,
+        format!(
+            "[dedup]\nstore = \"redis\"\n[[routes]]\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"http://127.0.0.1:3000/\"\n"
+        ),
+    )
+    .unwrap();
+    let out = hookwall(&["check", "-c", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("dedup.store: \"redis\" needs a [redis] section"));
+}
+
 #[test]
 fn check_lists_every_problem_with_its_key() {
     let dir = tempfile::tempdir().unwrap();

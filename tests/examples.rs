@@ -172,7 +172,7 @@ fn kubernetes_manifests_parse_and_agree_with_the_config() {
     );
 }
 
-const CONTRACT_METRICS: [&str; 13] = [
+const CONTRACT_METRICS: [&str; 18] = [
     "hookwall_requests_total",
     "hookwall_request_duration_seconds",
     "hookwall_upstream_duration_seconds",
@@ -186,6 +186,11 @@ const CONTRACT_METRICS: [&str; 13] = [
     "hookwall_clock_skew_seconds",
     "hookwall_last_verified_timestamp_seconds",
     "hookwall_build_info",
+    "hookwall_buffered_body_bytes",
+    "hookwall_redis_up",
+    "hookwall_redis_commands_total",
+    "hookwall_redis_duration_seconds",
+    "hookwall_dedup_fallbacks_total",
 ];
 
 /// Every `hookwall_…` name in a PromQL expression is a contract metric (or its _bucket).
@@ -214,7 +219,8 @@ fn the_dashboard_and_alerts_query_only_real_metrics() {
     .unwrap();
     let mut seen = std::collections::HashSet::new();
     for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
+        // Rows hold no queries.
+        for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().unwrap();
             assert_known_metrics(expr);
             for m in CONTRACT_METRICS {
@@ -414,4 +420,55 @@ async fn the_express_backend_handles_clerk_events_behind_hookwall() {
         "the Express example (node)",
     );
     drive_backend(&backend).await;
+}
+
+/// Every manifest under `examples/kubernetes/` against the Kubernetes API schemas,
+/// offline (`kubernetes-validate` from PyPI ships them; `scripts/test.sh` installs it),
+/// strict: unknown fields fail. Custom resources (the ServiceMonitor) have no schema there
+/// and are only named.
+#[test]
+fn kubernetes_manifests_validate_against_the_api_schemas() {
+    let validate = |files: &[std::path::PathBuf]| {
+        Command::new("kubernetes-validate")
+            .arg("--strict")
+            .args(files)
+            .output()
+            .expect("kubernetes-validate runs (scripts/test.sh installs it from PyPI)")
+    };
+    let dir = Path::new(ROOT).join("examples/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let out = validate(&files);
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    for kind in [
+        "deployment/webhooks",
+        "statefulset/webhooks-redis",
+        "service/webhooks-redis",
+    ] {
+        assert!(
+            report.contains(&format!("passed for resource {kind}")),
+            "{report}"
+        );
+    }
+    // And it does fail: a field of the wrong type.
+    let broken = tempfile::tempdir().unwrap();
+    let bad = broken.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(dir.join("hookwall-sidecar.yaml"))
+            .unwrap()
+            .replace("replicas: 2", "replicas: two"),
+    )
+    .unwrap();
+    assert!(!validate(&[bad]).status.success());
 }
