@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::running::Running;
+use common::running::{config_dir, Running};
 use common::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -84,15 +84,11 @@ async fn connections_with_nothing_in_progress_are_closed_after_idle_timeout() {
     .await;
 
     // HTTP/1.1 keep-alive: one request answered, then nothing.
-    let body = event("user.created");
-    let mut head = "POST /hook HTTP/1.1\r\nhost: x\r\n".to_owned();
-    for (name, value) in signed(SECRET, "msg_h1", now(), &body) {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&body).await.unwrap();
+    stream
+        .write_all(&raw_signed_request("/hook", "msg_h1"))
+        .await
+        .unwrap();
     let got = closed_within(&mut stream, Duration::from_secs(5))
         .await
         .expect("an idle HTTP/1.1 connection is closed");
@@ -321,9 +317,7 @@ async fn bodies_being_read_hold_at_most_the_budget() {
 #[tokio::test]
 async fn six_hundred_stalled_bodies_stay_under_128_mib() {
     let upstream = Upstream::ok().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let file = common::running::write_config(dir.path(), &upstream, "");
+    let (_dir, file) = config_dir(&upstream, "");
     let hw = Running::start(&file).await;
     let addr = hw.public;
     let head = format!(

@@ -11,9 +11,7 @@ use common::*;
 #[tokio::test]
 async fn sighup_rereads_secret_files_and_refuses_a_broken_config() {
     let upstream = Upstream::ok().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config = write_config(dir.path(), &upstream, "");
+    let (dir, config) = config_dir(&upstream, "");
     let hw = Running::start(&config).await;
     assert_eq!(hw.post_event(SECRET, "msg_1").await, 200);
 
@@ -60,9 +58,7 @@ async fn sighup_rereads_secret_files_and_refuses_a_broken_config() {
 #[tokio::test]
 async fn sigterm_serves_the_delay_then_finishes_the_request_in_flight_and_exits_0() {
     let (upstream, arrived, release) = holding_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config = write_config(dir.path(), &upstream, "[limits]\nshutdown_delay = \"3s\"\n");
+    let (_dir, config) = config_dir(&upstream, "[limits]\nshutdown_delay = \"3s\"\n");
     let mut hw = Running::start(&config).await;
     // Ready once both listeners are bound and the workers run (probes poll, so do we).
     let admin = hw.admin;
@@ -121,13 +117,7 @@ async fn sigterm_serves_the_delay_then_finishes_the_request_in_flight_and_exits_
 #[tokio::test]
 async fn sigint_skips_the_shutdown_delay() {
     let upstream = Upstream::ok().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config = write_config(
-        dir.path(),
-        &upstream,
-        "[limits]\nshutdown_delay = \"10m\"\n",
-    );
+    let (_dir, config) = config_dir(&upstream, "[limits]\nshutdown_delay = \"10m\"\n");
     let mut hw = Running::start(&config).await;
     assert_eq!(hw.post_event(SECRET, "msg_1").await, 200);
     hw.signal("INT");
@@ -147,10 +137,7 @@ async fn sigint_skips_the_shutdown_delay() {
 #[tokio::test]
 async fn sigterm_waits_for_a_forward_that_outlived_its_request() {
     let (upstream, arrived, release) = holding_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config = write_config(
-        dir.path(),
+    let (_dir, config) = config_dir(
         &upstream,
         "[limits]\nshutdown_delay = \"0s\"\nupstream_timeout = \"100ms\"\n",
     );
@@ -187,13 +174,7 @@ async fn sigterm_waits_for_a_forward_that_outlived_its_request() {
 #[tokio::test]
 async fn the_grace_cuts_off_a_forward_that_outlived_its_request() {
     let (upstream, arrived, release) = holding_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config = write_config(
-        dir.path(),
-        &upstream,
-        "[limits]\nshutdown_delay = \"0s\"\nshutdown_grace = \"300ms\"\nupstream_timeout = \"100ms\"\n",
-    );
+    let (_dir, config) = config_dir(&upstream, "[limits]\nshutdown_delay = \"0s\"\nshutdown_grace = \"300ms\"\nupstream_timeout = \"100ms\"\n");
     let mut hw = Running::start(&config).await;
     assert_eq!(hw.post_event(SECRET, "msg_stuck").await, 504);
     arrived.notified().await;
@@ -218,9 +199,7 @@ async fn the_grace_cuts_off_a_forward_that_outlived_its_request() {
 #[tokio::test]
 async fn a_refused_reload_keeps_the_log_level() {
     let upstream = Upstream::ok().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config = write_config(dir.path(), &upstream, "");
+    let (_dir, config) = config_dir(&upstream, "");
     let hw = Running::start_with(&config, None).await;
     assert_eq!(hw.post_event(SECRET, "msg_1").await, 200);
     // A new level, and a route whose secret file is missing: refused as a whole.
@@ -254,9 +233,7 @@ async fn a_refused_reload_keeps_the_log_level() {
 #[tokio::test]
 async fn limits_workers_is_the_number_of_request_threads() {
     let upstream = Upstream::ok().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config = write_config(dir.path(), &upstream, "[limits]\nworkers = 3\n");
+    let (_dir, config) = config_dir(&upstream, "[limits]\nworkers = 3\n");
     let hw = Running::start(&config).await;
     assert_eq!(hw.post_event(SECRET, "msg_1").await, 200);
     let threads = std::fs::read_dir(format!("/proc/{}/task", hw.child.id()))
@@ -270,10 +247,7 @@ async fn limits_workers_is_the_number_of_request_threads() {
 #[tokio::test]
 async fn the_shutdown_grace_cuts_off_what_does_not_finish() {
     let (upstream, arrived, release) = holding_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let config = write_config(
-        dir.path(),
+    let (_dir, config) = config_dir(
         &upstream,
         "[limits]\nshutdown_grace = \"200ms\"\nshutdown_delay = \"0s\"\n",
     );

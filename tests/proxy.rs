@@ -567,13 +567,7 @@ upstream_timeout = "200ms"
     release.notify_waiters();
     // The upstream's 2xx, when it comes, marks the id delivered: the next retry is a
     // duplicate. Counted in hookwall_upstream_* when the forward ends.
-    until("the outlived forward to end", async || {
-        proxy.metrics().await.get(
-            "hookwall_upstream_responses_total",
-            &[("route", "slow"), ("class", "2xx")],
-        ) == Some(1.0)
-    })
-    .await;
+    until_upstream_answered(&proxy, "slow", "2xx", 1.0).await;
     let (status, reply) = deliver(&proxy, "/slow", SECRET, "msg_t", "user.created").await;
     assert_eq!(
         (status, reply.as_ref()),

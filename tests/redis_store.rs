@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-use common::running::{write_config, Running};
+use common::running::{config_dir, Running};
 use common::*;
 
 /// The `[dedup]` and `[redis]` tables for `redis`.
@@ -69,9 +69,7 @@ async fn two_replicas_share_in_flight_and_delivered() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let file = write_config(dir.path(), &upstream, &store(&redis, "refuse", "250ms"));
+    let (_dir, file) = config_dir(&upstream, &store(&redis, "refuse", "250ms"));
     let (a, b) = (Running::start(&file).await, Running::start(&file).await);
     redis_up(a.admin).await;
     redis_up(b.admin).await;
@@ -117,10 +115,8 @@ async fn two_replicas_share_in_flight_and_delivered() {
 async fn a_replica_killed_mid_forward_frees_the_id_when_its_lease_runs_out() {
     let redis = RedisServer::start();
     let (upstream, arrived, release) = holding_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     // timeout 250ms: the lease is 2 s, renewed every 2/3 s while a forward runs.
-    let file = write_config(dir.path(), &upstream, &store(&redis, "refuse", "250ms"));
+    let (_dir, file) = config_dir(&upstream, &store(&redis, "refuse", "250ms"));
     let mut a = Running::start(&file).await;
     let b = Running::start(&file).await;
     redis_up(a.admin).await;

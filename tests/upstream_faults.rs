@@ -145,13 +145,7 @@ async fn a_byte_by_byte_answer_slower_than_the_timeout_is_a_504_and_the_forward_
     // The backend is still answering: the retry is in flight, not a second delivery.
     let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_slow", "user.created").await;
     assert_eq!(status, 409);
-    until("the forward to end", async || {
-        proxy.metrics().await.get(
-            "hookwall_upstream_responses_total",
-            &[("route", "r"), ("class", "2xx")],
-        ) == Some(1.0)
-    })
-    .await;
+    until_upstream_answered(&proxy, "r", "2xx", 1.0).await;
     let (status, reply) = deliver(&proxy, "/hook", SECRET, "msg_slow", "user.created").await;
     assert_eq!(
         (status, reply.as_ref()),
@@ -189,13 +183,7 @@ async fn a_hanging_upstream_is_abandoned_at_the_deadline_and_the_id_released() {
     tokio::time::timeout(Duration::from_secs(10), closed_rx.recv())
         .await
         .expect("the abandoned forward's connection is closed");
-    until("the abandoned forward to be counted", async || {
-        proxy.metrics().await.get(
-            "hookwall_upstream_responses_total",
-            &[("route", "r"), ("class", "timeout")],
-        ) == Some(1.0)
-    })
-    .await;
+    until_upstream_answered(&proxy, "r", "timeout", 1.0).await;
     assert_eq!(
         proxy.metrics().await.get("hookwall_dedup_entries", &[]),
         Some(0.0),
@@ -491,15 +479,11 @@ async fn no_event_is_lost_when_the_upstream_fails_a_random_fraction() {
 async fn a_sender_hanging_up_mid_forward_does_not_cause_a_second_delivery() {
     let (upstream, arrived, release) = holding_upstream().await;
     let proxy = Proxy::start(&route_to(&upstream.url("/"), "10s")).await;
-    let body = event("user.created");
-    let mut head = "POST /hook HTTP/1.1\r\nhost: x\r\n".to_owned();
-    for (name, value) in signed(SECRET, "msg_gone", now(), &body) {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
     let mut sender = TcpStream::connect(proxy.addr).await.unwrap();
-    sender.write_all(head.as_bytes()).await.unwrap();
-    sender.write_all(&body).await.unwrap();
+    sender
+        .write_all(&raw_signed_request("/hook", "msg_gone"))
+        .await
+        .unwrap();
     arrived.notified().await;
     drop(sender); // hangs up while the upstream works
     until("the request to be dropped", async || {
@@ -514,13 +498,7 @@ async fn a_sender_hanging_up_mid_forward_does_not_cause_a_second_delivery() {
     let (status, _) = deliver(&proxy, "/hook", SECRET, "msg_gone", "user.created").await;
     assert_eq!(status, 409);
     release.notify_one();
-    until("the forward to end", async || {
-        proxy.metrics().await.get(
-            "hookwall_upstream_responses_total",
-            &[("route", "r"), ("class", "2xx")],
-        ) == Some(1.0)
-    })
-    .await;
+    until_upstream_answered(&proxy, "r", "2xx", 1.0).await;
     let (status, reply) = deliver(&proxy, "/hook", SECRET, "msg_gone", "user.created").await;
     assert_eq!(
         (status, reply.as_ref()),

@@ -13,7 +13,8 @@
 # CPU 1 and the servers to CPU 0 (taskset), EXPRESS=0 to leave out the "verify it
 # yourself" row (Express + svix + undici, benches/load/express-svix/; not in --quick),
 # BASELINE=path/to/an/older/hookwall to measure it too, in the same alternation (what a
-# change on the request path cost, against the same nginx run).
+# change on the request path cost, against the same nginx run), REDIS=1 to add a
+# "redis" row: hookwall with store = "redis" on a redis-server of its own.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/benches/load"
@@ -27,8 +28,9 @@ if ((quick)); then rounds=1; duration=2s; connections=8; fi
 # shellcheck source=common.sh
 source "$here/common.sh"
 build "$quick"
-read -r backend_port proxy_port hw_port admin_port express_port base_port base_admin < <(free_ports 7)
+read -r backend_port proxy_port hw_port admin_port express_port base_port base_admin redis_port rhw_port rhw_admin < <(free_ports 10)
 baseline=${BASELINE:-}
+with_redis=${REDIS:-0}
 express=${EXPRESS:-1}
 ((quick)) && express=0
 
@@ -47,6 +49,27 @@ upstream = \"http://127.0.0.1:$backend_port/\""
 
 wait_port "$backend_port"; wait_port "$proxy_port"; wait_port "$hw_port"
 hw_main_pid=$hw_pid
+if ((with_redis)); then
+  command -v redis-server >/dev/null || {
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  }
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
+  pids+=($!)
+  wait_port "$redis_port"
+  start_hookwall "$rhw_port" "$rhw_admin" "[dedup]
+store = \"redis\"
+[redis]
+url = \"redis://127.0.0.1:$redis_port/0\"
+[[routes]]
+name = \"bench\"
+path = \"/bench\"
+secrets = [\"$secret\"]
+upstream = \"http://127.0.0.1:$backend_port/\"" redis
+  redis_hw_pid=$hw_pid
+  hw_pid=$hw_main_pid
+  wait_port "$rhw_port"
+fi
 if [[ -n $baseline ]]; then
   start_hookwall "$base_port" "$base_admin" "[[routes]]
 name = \"bench\"
@@ -83,11 +106,13 @@ run() { # label url extra-args...
   case $label in
     hookwall*) cpu_pids=("$hw_pid") ;;
     baseline*) cpu_pids=("$base_pid") ;;
+    redis*) cpu_pids=("$redis_hw_pid") ;;
     express*) cpu_pids=("$express_pid") ;;
     nginx*) mapfile -t cpu_pids < <(nginx_proxy_pids) ;;
   esac
   local admin=$admin_port
   [[ $label == baseline* ]] && admin=$base_admin
+  [[ $label == redis* ]] && admin=$rhw_admin
   before_fwd=$(forwarded "$admin")
   ((${#cpu_pids[@]})) && before_cpu=$(cpu_ticks "${cpu_pids[@]}")
   local out
@@ -98,7 +123,7 @@ run() { # label url extra-args...
     after_cpu=$(cpu_ticks "${cpu_pids[@]}")
     cpu_us=$(python3 -c "import json; r=json.loads('$out'); print(round(($after_cpu-$before_cpu)/$hz*1e6/max(r['requests'],1), 1))")
   fi
-  if [[ $label == hookwall* || $label == baseline* ]]; then
+  if [[ $label == hookwall* || $label == baseline* || $label == redis* ]]; then
     after_fwd=$(forwarded "$admin")
     local sent
     sent=$(python3 -c "import json; print(json.loads('$out')['requests'])")
@@ -116,6 +141,7 @@ for _ in $(seq "$rounds"); do
   run nginx "http://127.0.0.1:$proxy_port/bench"
   run hookwall "http://127.0.0.1:$hw_port/bench"
   if [[ -n $baseline ]]; then run baseline "http://127.0.0.1:$base_port/bench"; fi
+  if ((with_redis)); then run redis "http://127.0.0.1:$rhw_port/bench"; fi
   if ((express)); then run express "http://127.0.0.1:$express_port/bench"; fi
 done
 
@@ -158,13 +184,15 @@ def stat(label, key):
 print()
 print("| stack | req/s median (range) | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request |")
 print("| --- | --- | --- | --- | --- | --- |")
-for label in ["direct", "nginx", "hookwall", "baseline", "express"]:
+for label in ["direct", "nginx", "hookwall", "baseline", "redis", "express"]:
     if not any(r["label"] == label for r in rows): continue
     print(f"| {label} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {stat(label,'cpu_us_per_request')} |")
 med = lambda l, k: statistics.median(r[k] for r in rows if r["label"] == l)
 print(f"\nhookwall / nginx throughput: {med('hookwall','rps')/med('nginx','rps'):.2f}x; p99 {med('hookwall','p99_us'):,.0f} µs vs {med('nginx','p99_us'):,.0f} µs")
 if any(r["label"] == "baseline" for r in rows):
     print(f"baseline (BASELINE=...) / nginx throughput: {med('baseline','rps')/med('nginx','rps'):.2f}x; hookwall / baseline: {med('hookwall','rps')/med('baseline','rps'):.3f}x; CPU per request {med('hookwall','cpu_us_per_request'):.1f} vs {med('baseline','cpu_us_per_request'):.1f} µs")
+if any(r["label"] == "redis" for r in rows):
+    print(f"store = redis / store = memory throughput: {med('redis','rps')/med('hookwall','rps'):.2f}x")
 if any(r["label"] == "express" for r in rows):
     print(f"hookwall / Express + svix throughput: {med('hookwall','rps')/med('express','rps'):.1f}x")
 print()
@@ -178,3 +206,8 @@ print(f"\nhookwall peak RSS {int(rss_kb)/1024:.1f} MB with {int(float(ids)):,} i
 express_rss = f", Express + svix {int(express_rss_kb)/1024:.1f} MB" if int(express_rss_kb) else ""
 print(f"peak RSS of the other proxies: nginx {int(nginx_rss_kb)/1024:.1f} MB (master and workers){express_rss}")
 PY
+if ((with_redis)); then
+  keys=$(redis-cli -p "$redis_port" dbsize)
+  used=$(redis-cli -p "$redis_port" info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')
+  echo "Redis (store = \"redis\" row): $keys keys, used_memory $((used / 1024 / 1024)) MiB, about $((used / (keys > 0 ? keys : 1))) bytes per delivered id"
+fi

@@ -402,6 +402,30 @@ pub async fn until_within(
     }
 }
 
+/// A signed `user.created` event as raw HTTP/1.1 bytes (head and body), for tests that
+/// drive the socket themselves.
+pub fn raw_signed_request(path: &str, id: &str) -> Vec<u8> {
+    let body = event("user.created");
+    let mut head = format!("POST {path} HTTP/1.1\r\nhost: x\r\n");
+    for (name, value) in signed(SECRET, id, now(), &body) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    [head.into_bytes(), body].concat()
+}
+
+/// Waits until `route`'s upstream answered `count` times with `class` (forwards that
+/// outlived their request are counted when they end).
+pub async fn until_upstream_answered(proxy: &Proxy, route: &str, class: &str, count: f64) {
+    until("the upstream's answers", async || {
+        proxy.metrics().await.get(
+            "hookwall_upstream_responses_total",
+            &[("route", route), ("class", class)],
+        ) == Some(count)
+    })
+    .await;
+}
+
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -136,3 +136,12 @@ upstream = "{}"
     .unwrap();
     file
 }
+
+/// A folder with the route's secret file and a config (`write_config`) in it: the folder
+/// (removed when dropped) and the config's path.
+pub fn config_dir(upstream: &Upstream, extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let config = write_config(dir.path(), upstream, extra);
+    (dir, config)
+}
