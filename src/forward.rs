@@ -65,8 +65,8 @@ impl Peer {
 pub struct Additions<'a> {
     pub peer: &'a Peer,
     pub trust_forwarded: bool,
-    /// `Host` for the upstream.
-    pub host: &'a HeaderValue,
+    /// `Host` for the upstream (none for a stream entry: there is no upstream).
+    pub host: Option<&'a HeaderValue>,
     /// The sender's authority when its request had no `Host` (HTTP/2).
     pub authority: Option<&'a str>,
     pub route: &'a HeaderValue,
@@ -77,7 +77,8 @@ pub struct Additions<'a> {
 /// Turns the sender's headers into the upstream request's, in place (nothing is copied):
 /// every end-to-end header stays (the svix-* ones too, so a backend may verify again);
 /// hop-by-hop ones and any `hookwall-*` the sender made up go; `Host` becomes the
-/// upstream's; `X-Forwarded-*` and the trusted `hookwall-*` are added.
+/// upstream's (or goes, with none); `X-Forwarded-*` and the trusted `hookwall-*` are
+/// added.
 pub fn upstream_headers(headers: &mut HeaderMap, add: &Additions<'_>) {
     // Room for what is added, grown once.
     headers.reserve(6);
@@ -147,7 +148,9 @@ pub fn upstream_headers(headers: &mut HeaderMap, add: &Additions<'_>) {
             headers.insert(X_FORWARDED_HOST, host);
         }
     }
-    headers.insert(header::HOST, add.host.clone());
+    if let Some(host) = add.host {
+        headers.insert(header::HOST, host.clone());
+    }
     headers.insert(HOOKWALL_ROUTE, add.route.clone());
     if !add.event_type.is_empty() {
         if let Ok(value) = HeaderValue::from_str(add.event_type) {
@@ -307,7 +310,7 @@ mod tests {
             &Additions {
                 peer: &peer(),
                 trust_forwarded,
-                host: &HeaderValue::from_static("127.0.0.1:3000"),
+                host: Some(&HeaderValue::from_static("127.0.0.1:3000")),
                 authority: None,
                 route: &HeaderValue::from_static("clerk"),
                 event_type,
@@ -368,7 +371,7 @@ mod tests {
             &Additions {
                 peer: &peer(),
                 trust_forwarded: false,
-                host: &HeaderValue::from_static("up"),
+                host: Some(&HeaderValue::from_static("up")),
                 authority: Some("h2.example.com"),
                 route: &HeaderValue::from_static("clerk"),
                 event_type: "",

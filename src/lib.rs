@@ -3,7 +3,9 @@
 //!
 //! The request path, by file: `server` (accept, limits, TLS) → `pipeline` (the stages and
 //! the one place outcomes become responses) → `verify`, `dedup`, `route` (pure) →
-//! `forward` (the upstream exchange). `config` reads the TOML once into typed values.
+//! `forward` (the upstream exchange) or `stream` (the entry a stream rule appends).
+//! `store` and `redis` hold the ids (memory, Redis). `config` reads the TOML once into
+//! typed values.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -24,6 +26,7 @@ pub mod server;
 pub mod sign;
 pub mod state;
 pub mod store;
+pub mod stream;
 pub mod tls;
 pub mod verify;
 
@@ -181,6 +184,16 @@ async fn load_again(shared: &Shared) -> Result<Vec<Live>, String> {
         );
         new.redis = was.redis.clone();
         new.dedup.store = was.dedup.store;
+        let streams = new.routes.iter().flat_map(|route| &route.rules.0);
+        if new.redis.is_none()
+            && streams
+                .into_iter()
+                .any(|rule| matches!(rule.action, route::Action::Stream(_)))
+        {
+            return Err(
+                "stream rules need the [redis] section this process started with; restart".into(),
+            );
+        }
     }
     if new.limits.workers != was.limits.workers {
         tracing::warn!("limits.workers changed: takes effect at the next restart");

@@ -59,6 +59,7 @@ outcomes! {
     InFlight => "in_flight",
     Filtered => "filtered",
     Forwarded => "forwarded",
+    Queued => "queued",
     UpstreamRejected => "upstream_rejected",
     UpstreamUnavailable => "upstream_unavailable",
     UpstreamTimeout => "upstream_timeout",

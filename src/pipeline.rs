@@ -1,7 +1,7 @@
 //! The request path. `handle_inner` chains the stages in the contract's order (§7) with
 //! `?`: header limits, path, method, the signed headers and the timestamp window (all from
 //! the head, before a byte of the body is buffered), the body (size, buffer budget, read
-//! timeout), signature, route overload, dedup, routing, forward. `handle` is the one place
+//! timeout), signature, route overload, dedup, routing, forward (or a stream append). `handle` is the one place
 //! that turns the result into a status, a body, metrics and the request's log line, which
 //! carries the error chain when there is one (logged once, here).
 //!
@@ -34,6 +34,7 @@ use crate::redis::StoreError;
 use crate::route::{event_type, Decision, EventType};
 use crate::state::{Live, RouteState, Shared};
 use crate::store::{Claim, Id};
+use crate::stream::Entry;
 use crate::verify::{SignedHeaders, VerifyError};
 
 /// A request answered without a refusal.
@@ -45,6 +46,8 @@ pub enum Done {
     Filtered,
     /// The upstream's answer (2xx or not).
     Upstream(UpstreamReply),
+    /// Appended to the rule's Redis stream.
+    Queued,
 }
 
 /// Why a request was refused. Who failed: the sender (most), the upstream (the last),
@@ -83,6 +86,8 @@ struct Trace<'a> {
     logged: bool,
     id: Option<String>,
     event_type: Option<String>,
+    /// The stream and the entry's id, once queued.
+    queued: Option<(Arc<str>, String)>,
 }
 
 /// Answers one request on worker `worker` (whose upstream pool forwards it). Never
@@ -125,8 +130,19 @@ pub async fn handle(
     let event_type = trace.event_type.as_deref().unwrap_or("");
     let status = response.status().as_u16();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    match error {
-        None => tracing::info!(
+    match (error, trace.queued) {
+        (None, Some((stream, entry))) => tracing::info!(
+            route,
+            id,
+            event_type,
+            outcome = outcome.label(),
+            status,
+            latency_ms,
+            stream = &*stream,
+            entry,
+            "request"
+        ),
+        (None, None) => tracing::info!(
             route,
             id,
             event_type,
@@ -135,7 +151,7 @@ pub async fn handle(
             latency_ms,
             "request"
         ),
-        Some(error) => tracing::warn!(
+        (Some(error), _) => tracing::warn!(
             route,
             id,
             event_type,
@@ -200,6 +216,10 @@ fn rescue(result: Result<Done, Reject>) -> (Outcome, Response<Full<Bytes>>) {
         Ok(Done::Filtered) => (
             Outcome::Filtered,
             json(StatusCode::OK, r#"{"outcome":"filtered"}"#.into()),
+        ),
+        Ok(Done::Queued) => (
+            Outcome::Queued,
+            json(StatusCode::OK, r#"{"outcome":"queued"}"#.into()),
         ),
         Ok(Done::Upstream(reply)) => {
             let outcome = if reply.status.is_success() {
@@ -330,6 +350,50 @@ async fn handle_inner<'a>(
     let fallbacks = &route.metrics.dedup_fallbacks;
     let upstream = match route.route.rules.decide(event.as_str()) {
         Decision::Forward(upstream, rule) => (upstream, rule),
+        Decision::Stream(stream) => {
+            let id = signed.id.to_owned();
+            let mut headers = parts.headers;
+            forward::upstream_headers(
+                &mut headers,
+                &forward::Additions {
+                    peer,
+                    trust_forwarded: live.config.listen.trust_forwarded_headers,
+                    host: None,
+                    authority: parts.uri.authority().map(|a| a.as_str()),
+                    route: &route.name_header,
+                    event_type: event.as_str(),
+                    body_len: body.len(),
+                },
+            );
+            let entry = Entry::new(
+                &id,
+                event.as_str(),
+                &route.route.name,
+                verified.timestamp,
+                body.clone(),
+                &headers,
+            );
+            let id = Id {
+                route: &route.route.name,
+                id: &id,
+                key: &key,
+            };
+            let queued = shared
+                .store
+                .enqueue(worker, id, stream, &entry)
+                .await
+                .map_err(Reject::StoreUnavailable)?;
+            return match queued {
+                Ok(entry_id) => {
+                    if trace.logged {
+                        trace.queued = Some((stream.clone(), entry_id));
+                    }
+                    Ok(Done::Queued)
+                }
+                Err(Seen::Delivered) => Ok(Done::Duplicate),
+                Err(Seen::InFlight | Seen::New) => Err(Reject::InFlight),
+            };
+        }
         // Dedup is looked up before routing, but only a forward claims an id.
         Decision::Drop | Decision::NoMatch => {
             let seen = shared
@@ -363,7 +427,7 @@ async fn handle_inner<'a>(
         &forward::Additions {
             peer,
             trust_forwarded: live.config.listen.trust_forwarded_headers,
-            host: &upstream.host,
+            host: Some(&upstream.host),
             authority: parts.uri.authority().map(|a| a.as_str()),
             route: &route.name_header,
             event_type: event.as_str(),
@@ -695,6 +759,7 @@ mod tests {
             (Ok(Done::Duplicate), "duplicate", 200),
             (Err(Reject::InFlight), "in_flight", 409),
             (Ok(Done::Filtered), "filtered", 200),
+            (Ok(Done::Queued), "queued", 200),
             (
                 Err(ForwardError::Timeout(Duration::from_secs(1)).into()),
                 "upstream_timeout",

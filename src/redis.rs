@@ -13,6 +13,11 @@
 //! - release: delete only if the value is still this attempt's (a Lua compare-and-delete:
 //!   Debian's Redis 7.0 has neither DELEX nor DELIFEQ);
 //! - lookup (events that are not forwarded): `GET key`.
+//!
+//! Stream rules (contract §9) append with `XADD stream MAXLEN ~ n * field value …`; with
+//! `store = "redis"` the claim and the append are one script (`APPEND_ONCE`): the id is
+//! checked, the entry appended and the id marked delivered in one step, so replicas
+//! racing on one id append it once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +29,7 @@ use redis::{AsyncConnectionConfig, Client, FromRedisValue, Script};
 use crate::config::RedisConfig;
 use crate::dedup::Seen;
 use crate::metrics::{RedisMetrics, RedisOp};
+use crate::stream::Entry;
 
 /// Deletes KEYS[1] only if it still holds ARGV[1].
 const RELEASE: &str =
@@ -31,6 +37,17 @@ const RELEASE: &str =
 
 /// Extends KEYS[1]'s lease to ARGV[2] ms only if it still holds ARGV[1].
 const RENEW: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+
+/// KEYS[1] the dedup key, KEYS[2] the stream; ARGV[1] ttl ms, ARGV[2] the delivered
+/// value, ARGV[3] the stream's approximate max length, then the entry's fields and values.
+/// Returns `{1, entry id}` once appended, or `{0, value}` if the id was already known.
+const APPEND_ONCE: &str = r"
+local old = redis.call('GET', KEYS[1])
+if old then return {0, old} end
+local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+return {1, entry}
+";
 
 /// The shortest lease: a claim is renewed every third of it while its forward runs.
 const MIN_LEASE: Duration = Duration::from_secs(1);
@@ -61,6 +78,8 @@ pub struct Redis {
     metrics: RedisMetrics,
     release: Script,
     renew: Script,
+    append_once: Script,
+    stream_max_len: u64,
 }
 
 /// One worker's connection: `None` while down.
@@ -84,6 +103,8 @@ impl Redis {
             metrics,
             release: Script::new(RELEASE),
             renew: Script::new(RENEW),
+            append_once: Script::new(APPEND_ONCE),
+            stream_max_len: config.stream_max_len,
         })
     }
 
@@ -206,6 +227,59 @@ impl Redis {
         }
     }
 
+    /// Appends `entry` to `stream` (store = "memory": this process's claim wraps it).
+    /// Returns the entry's id.
+    pub async fn append(
+        self: &Arc<Self>,
+        worker: usize,
+        stream: &str,
+        entry: &Entry,
+    ) -> Result<String, StoreError> {
+        let max_len = self.stream_max_len;
+        self.run(worker, RedisOp::Append, |mut conn| async move {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(stream).arg("MAXLEN").arg("~").arg(max_len).arg("*");
+            for (name, value) in &entry.fields {
+                cmd.arg(*name).arg(value.as_ref());
+            }
+            cmd.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// Appends `entry` to `stream` unless the id at `key` is known, and marks it
+    /// delivered for `ttl`, in one step: the entry's id, or what was known.
+    pub async fn append_once(
+        self: &Arc<Self>,
+        worker: usize,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+        stream: &str,
+        entry: &Entry,
+    ) -> Result<Result<String, Seen>, StoreError> {
+        let ttl = ttl.as_millis() as u64;
+        let max_len = self.stream_max_len;
+        let (appended, value): (i64, String) = self
+            .run(worker, RedisOp::Append, |mut conn| async move {
+                let mut call = self.append_once.key(key);
+                call.key(stream)
+                    .arg(ttl)
+                    .arg(format!("d:{token}"))
+                    .arg(max_len);
+                for (name, value) in &entry.fields {
+                    call.arg(*name).arg(value.as_ref());
+                }
+                call.invoke_async(&mut conn).await
+            })
+            .await?;
+        if appended == 1 {
+            Ok(Ok(value))
+        } else {
+            seen(value).map(Err)
+        }
+    }
+
     /// One command on worker `worker`'s link, within `redis.timeout`, counted. While the
     /// link is down it fails at once; a timeout, a dropped connection or READONLY marks
     /// it down and starts reconnecting.
@@ -231,7 +305,7 @@ impl Redis {
         match result {
             Ok(Ok(value)) => {
                 self.metrics.command(op, "ok");
-                self.metrics.up.set(1);
+                self.refresh_up();
                 Ok(value)
             }
             // The connection's own response timeout (the same bound) may fire first.
@@ -242,6 +316,7 @@ impl Redis {
             }
             Ok(Err(err)) => {
                 self.metrics.command(op, "error");
+                self.metrics.up.set(0);
                 if connection_lost(&err) {
                     self.down(worker);
                 }
@@ -262,8 +337,15 @@ impl Redis {
                 "Redis unreachable: answering by on_store_error until it is back"
             );
         }
-        self.metrics.up.set(0);
+        self.refresh_up();
         self.reconnect_in_background(worker);
+    }
+
+    /// `hookwall_redis_up`: 1 while every worker's link is up (and, set by `run`, the
+    /// last command succeeded).
+    fn refresh_up(&self) {
+        let up = self.links.iter().all(|link| link.current().is_some());
+        self.metrics.up.set(i64::from(up));
     }
 
     /// Starts worker `worker`'s reconnection loop unless one runs (outside a runtime,
@@ -286,7 +368,7 @@ impl Redis {
                         let link = this.link(worker);
                         link.set(conn);
                         link.reconnecting.store(false, Ordering::Release);
-                        this.metrics.up.set(1);
+                        this.refresh_up();
                         tracing::info!(worker, "Redis reachable and writable");
                         return;
                     }

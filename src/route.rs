@@ -1,8 +1,9 @@
 //! Event routing: the event type read from a verified body, and the compiled rules of a
-//! route that turn it into forward, drop or no match. Pure; built once at config load.
+//! route that turn it into forward, stream, drop or no match. Pure; built once at config load.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use http::{HeaderValue, Uri};
 
@@ -98,6 +99,8 @@ impl Glob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Forward(Box<Upstream>),
+    /// Append to this Redis stream and answer at once (contract §9).
+    Stream(Arc<str>),
     Drop,
 }
 
@@ -113,6 +116,8 @@ pub struct Rule {
 pub enum Decision<'a> {
     /// The upstream, and the index of the rule that chose it (`Rules::upstream`).
     Forward(&'a Upstream, usize),
+    /// The stream to append to.
+    Stream(&'a Arc<str>),
     Drop,
     NoMatch,
 }
@@ -127,6 +132,7 @@ impl Rules {
             if rule.events.iter().any(|glob| glob.matches(event_type)) {
                 return match &rule.action {
                     Action::Forward(upstream) => Decision::Forward(upstream, index),
+                    Action::Stream(stream) => Decision::Stream(stream),
                     Action::Drop => Decision::Drop,
                 };
             }
@@ -138,7 +144,7 @@ impl Rules {
     pub fn upstream(&self, index: usize) -> Option<&Upstream> {
         match &self.0.get(index)?.action {
             Action::Forward(upstream) => Some(upstream),
-            Action::Drop => None,
+            Action::Stream(_) | Action::Drop => None,
         }
     }
 }
@@ -308,6 +314,10 @@ mod tests {
                 events: vec![Glob::new("session.*"), Glob::new("invoice.paid")],
                 action: Action::Drop,
             },
+            Rule {
+                events: vec![Glob::new("customer.*")],
+                action: Action::Stream("billing-events".into()),
+            },
         ]);
         for event in ["invoice.paid", "subscription.updated"] {
             assert_eq!(rules.decide(event), Decision::Forward(&up, 0));
@@ -315,6 +325,9 @@ mod tests {
         assert_eq!(rules.upstream(0), Some(&up));
         assert_eq!(rules.upstream(1), None);
         assert_eq!(rules.decide("session.ended"), Decision::Drop);
+        let stream: Arc<str> = "billing-events".into();
+        assert_eq!(rules.decide("customer.created"), Decision::Stream(&stream));
+        assert_eq!(rules.upstream(2), None);
         assert_eq!(rules.decide("user.created"), Decision::NoMatch);
         assert_eq!(rules.decide(""), Decision::NoMatch);
     }

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::budget::Budget;
 use crate::client::Client;
-use crate::config::{Config, Limits, Route, StoreKind};
+use crate::config::{Config, Limits, Route};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
 use crate::redis::Redis;
 use crate::store::Store;
@@ -134,7 +134,7 @@ impl Live {
 pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub unmatched: RouteMetrics,
-    /// Message ids: memory, and Redis with `store = "redis"`.
+    /// Message ids: memory, and Redis with `store = "redis"`; stream appends.
     pub store: Arc<Store>,
     /// Each worker's `Live`, read-locked by its requests: each on cache lines of its own.
     live: Box<[CachePadded<RwLock<Arc<Live>>>]>,
@@ -166,11 +166,12 @@ impl Shared {
             .into_iter()
             .map(Arc::new)
             .collect();
-        let redis = match (&config.redis, config.dedup.store) {
-            (Some(redis), StoreKind::Redis) => Some(Arc::new(
+        // Whenever there is a [redis] section: a reload may add stream rules.
+        let redis = match &config.redis {
+            Some(redis) => Some(Arc::new(
                 Redis::new(redis, workers, metrics.redis()).map_err(StartError::Redis)?,
             )),
-            _ => None,
+            None => None,
         };
         let detached = TaskTracker::new();
         let store = Arc::new(Store::new(

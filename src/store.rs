@@ -3,6 +3,7 @@
 //! caches delivered ids in front of Redis (never the absence of one) and holds this
 //! process's own forwards, so a duplicate of either is answered without a round trip; it
 //! is also what decides while Redis is unreachable and `on_store_error = "local"`.
+//! Stream rules append through here too (`enqueue`), so an id enters a stream once.
 //!
 //! A claim's end (delivered, or released) is written to Redis by a task of its own,
 //! tracked for shutdown, so neither cancellation nor a sender hanging up can skip it.
@@ -17,10 +18,11 @@ use prometheus::IntCounter;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::{Budget, Held};
-use crate::config::{DedupConfig, OnStoreError};
+use crate::config::{DedupConfig, OnStoreError, StoreKind};
 use crate::dedup::{Dedup, Seen};
 use crate::metrics::Metrics;
 use crate::redis::{Redis, StoreError};
+use crate::stream::Entry;
 
 pub struct Store {
     /// Request bodies held right now, against `limits.max_buffered_bytes`. Read by every
@@ -30,8 +32,10 @@ pub struct Store {
     memory: CachePadded<Mutex<Dedup>>,
     dedup_entries: prometheus::IntGauge,
     metrics: Arc<Metrics>,
-    /// With `store = "redis"`.
+    /// With a `[redis]` section (store = "redis", stream rules).
     pub redis: Option<Arc<Redis>>,
+    /// `store = "redis"`: ids are decided in Redis, this memory in front of it.
+    shared: bool,
     /// Writes that outlive the request (deliver, release), waited for at shutdown.
     tracker: TaskTracker,
 }
@@ -45,6 +49,7 @@ impl Store {
         tracker: TaskTracker,
     ) -> Store {
         Store {
+            shared: config.store == StoreKind::Redis && redis.is_some(),
             budget: CachePadded::new(budget),
             memory: CachePadded::new(Mutex::new(Dedup::new(
                 NonZeroUsize::new(config.capacity).unwrap_or(NonZeroUsize::MIN),
@@ -91,7 +96,7 @@ impl Store {
         fallbacks: &IntCounter,
     ) -> Result<Seen, StoreError> {
         let local = self.with_memory(|d| d.lookup(id.key, Instant::now()));
-        let Some(redis) = self.redis.as_ref().filter(|_| local == Seen::New) else {
+        let Some(redis) = self.shared_redis().filter(|_| local == Seen::New) else {
             return Ok(local);
         };
         // Boxed: the Redis path's futures would otherwise enlarge every request's future,
@@ -122,18 +127,11 @@ impl Store {
         on_error: OnStoreError,
         fallbacks: &IntCounter,
     ) -> Result<Result<Claim, Seen>, StoreError> {
-        // This process first: its delivered cache and its own forwards need no round trip.
-        let mut claim = match self.with_memory(|d| d.claim(id.key, Instant::now())) {
-            Seen::New => Claim {
-                store: self.clone(),
-                key: id.key.to_owned(),
-                done: false,
-                remote: None,
-                body: Held::default(),
-            },
-            seen => return Ok(Err(seen)),
+        let mut claim = match self.claim_locally(id) {
+            Ok(claim) => claim,
+            Err(seen) => return Ok(Err(seen)),
         };
-        let Some(redis) = &self.redis else {
+        let Some(redis) = self.shared_redis() else {
             return Ok(Ok(claim));
         };
         let remote = Remote {
@@ -164,6 +162,64 @@ impl Store {
                     }
                 }
             }
+        }
+    }
+
+    /// Appends a stream rule's entry once per id: `Ok(entry id)`, or what was known.
+    /// With `store = "redis"` the check, the append and marking the id delivered are one
+    /// script in Redis; otherwise this process's claim wraps the append. A failure
+    /// releases the id (whatever `on_store_error` says: there is no stream without Redis).
+    pub async fn enqueue(
+        self: &Arc<Self>,
+        worker: usize,
+        id: Id<'_>,
+        stream: &str,
+        entry: &Entry,
+    ) -> Result<Result<String, Seen>, StoreError> {
+        let mut claim = match self.claim_locally(id) {
+            Ok(claim) => claim,
+            Err(seen) => return Ok(Err(seen)),
+        };
+        // Config validation puts a [redis] section beside every stream rule.
+        let redis = self.redis.as_ref().ok_or(StoreError::Down)?;
+        let appended = if self.shared {
+            let key = redis.dedup_key(id.route, id.id);
+            let token = crate::redis::token();
+            let ttl = self.ttl();
+            Box::pin(redis.append_once(worker, &key, &token, ttl, stream, entry)).await?
+        } else {
+            Ok(Box::pin(redis.append(worker, stream, entry)).await?)
+        };
+        match appended {
+            Ok(entry_id) => {
+                claim.mark_delivered_locally();
+                Ok(Ok(entry_id))
+            }
+            Err(Seen::Delivered) => {
+                claim.mark_delivered_locally();
+                Ok(Err(Seen::Delivered))
+            }
+            Err(seen) => Ok(Err(seen)),
+        }
+    }
+
+    /// Redis when it decides the ids (`store = "redis"`).
+    fn shared_redis(&self) -> Option<&Arc<Redis>> {
+        self.redis.as_ref().filter(|_| self.shared)
+    }
+
+    /// Claims an id in this process's memory first: its delivered cache and its own
+    /// forwards need no round trip.
+    fn claim_locally(self: &Arc<Self>, id: Id<'_>) -> Result<Claim, Seen> {
+        match self.with_memory(|d| d.claim(id.key, Instant::now())) {
+            Seen::New => Ok(Claim {
+                store: self.clone(),
+                key: id.key.to_owned(),
+                done: false,
+                remote: None,
+                body: Held::default(),
+            }),
+            seen => Err(seen),
         }
     }
 

@@ -35,6 +35,7 @@ pub fn routing_table(config: &Config) -> String {
                     humantime::format_duration(route.upstream_timeout),
                     humantime::format_duration(route.upstream_deadline)
                 ),
+                Action::Stream(stream) => format!("stream {stream} (200 once queued)"),
                 Action::Drop => "drop (200)".into(),
             };
             lead(&mut rows, events.join(", "), action);

@@ -256,6 +256,8 @@ pub(super) fn build(
         problems.add("routes", "no routes: add at least one [[routes]] table");
     }
     let tolerance_secs = tolerance.map_or(0, |t| t.as_secs());
+    // A [redis] section with problems of its own is reported once, not per stream rule.
+    let redis_section_given = redis.is_some() || problems.has("redis");
     let mut names = HashSet::new();
     let mut paths = HashSet::new();
     let mut routes = Vec::new();
@@ -293,6 +295,7 @@ pub(super) fn build(
             base_dir,
             tolerance_secs,
             (upstream_timeout, upstream_deadline),
+            redis_section_given,
             problems,
         ));
     }
@@ -381,12 +384,25 @@ fn redis_section(raw: RawRedis, base_dir: &Path, problems: &mut Problems) -> Opt
     })
 }
 
+/// A stream rule's Redis key: non-empty visible ASCII (it is also written in log lines).
+fn stream_name(problems: &mut Problems, key: &str, name: String) -> Option<Action> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        problems.add(
+            key,
+            format!("{name:?} must be non-empty visible ASCII without spaces"),
+        );
+        return None;
+    }
+    Some(Action::Stream(name.into()))
+}
+
 fn build_route(
     raw: RawRoute,
     i: usize,
     base_dir: &Path,
     tolerance_secs: u64,
     (default_timeout, default_deadline): (Option<Duration>, Option<Duration>),
+    redis_section_given: bool,
     problems: &mut Problems,
 ) -> Option<Route> {
     let at = |key: &str| format!("routes[{i}].{key}");
@@ -453,28 +469,37 @@ fn build_route(
                 if rule.events.is_empty() {
                     problems.add(key("events"), "is empty: list at least one event pattern");
                 }
-                let action = match (rule.upstream, rule.action.as_deref()) {
-                    (Some(url), None) => upstream(problems, &key("upstream"), &url)
+                let action = match (rule.upstream, rule.action.as_deref(), rule.stream) {
+                    (Some(url), None, None) => upstream(problems, &key("upstream"), &url)
                         .map(|up| Action::Forward(Box::new(up))),
-                    (None, Some("drop")) => Some(Action::Drop),
-                    (None, Some(other)) => {
+                    (None, Some("drop"), None) => Some(Action::Drop),
+                    (None, None, Some(_)) if !redis_section_given => {
+                        problems.add(
+                            key("stream"),
+                            "a stream rule needs a [redis] section (at least `url`)",
+                        );
+                        None
+                    }
+                    (None, None, Some(name)) => stream_name(problems, &key("stream"), name),
+                    (None, Some(other), None) => {
                         problems.add(
                             key("action"),
                             format!("{other:?} is not an action; the only one is \"drop\""),
                         );
                         None
                     }
-                    (Some(_), Some(_)) => {
+                    (None, None, None) => {
                         problems.add(
-                            key("action"),
-                            "a rule has either `upstream` or `action = \"drop\"`, not both",
+                            key("upstream"),
+                            "missing: a rule needs `upstream`, `stream` or `action = \"drop\"`",
                         );
                         None
                     }
-                    (None, None) => {
+                    _ => {
                         problems.add(
-                            key("upstream"),
-                            "missing: a rule needs `upstream` or `action = \"drop\"`",
+                            key("action"),
+                            "a rule has one of `upstream`, `stream` or `action = \"drop\"`, \
+                             not several",
                         );
                         None
                     }

@@ -183,4 +183,5 @@ pub(super) struct RawRule {
     pub(super) events: Vec<String>,
     pub(super) upstream: Option<String>,
     pub(super) action: Option<String>,
+    pub(super) stream: Option<String>,
 }

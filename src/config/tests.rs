@@ -1,5 +1,6 @@
 //! Config loading and validation: defaults, every rule, environment overrides.
 use super::*;
+use crate::route::Action;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -101,7 +102,7 @@ fn every_rule_of_validation() {
         ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"\n[[routes.rules]]\nevents=[\"*\"]\naction=\"drop\"", "routes[0].upstream: a route has either"),
         ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\n[[routes.rules]]\nevents=[]\naction=\"drop\"", "routes[0].rules[0].events: is empty"),
         ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\n[[routes.rules]]\nevents=[\"*\"]", "routes[0].rules[0].upstream: missing"),
-        ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\n[[routes.rules]]\nevents=[\"*\"]\naction=\"drop\"\nupstream=\"http://h/\"", "routes[0].rules[0].action: a rule has either"),
+        ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\n[[routes.rules]]\nevents=[\"*\"]\naction=\"drop\"\nupstream=\"http://h/\"", "routes[0].rules[0].action: a rule has one of"),
         ("[[routes]]\npath=\"/a\"\nsecrets=[\"S\"]\n[[routes.rules]]\nevents=[\"*\"]\naction=\"keep\"", "routes[0].rules[0].action: \"keep\" is not an action"),
         ("[[routes]]\nname=\"_unmatched\"\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "routes[0].name: \"_unmatched\" is reserved"),
         ("[[routes]]\nname=\"x\"\npath=\"/a\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"\n[[routes]]\nname=\"x\"\npath=\"/b\"\nsecrets=[\"S\"]\nupstream=\"http://h/\"", "routes[1].name: \"x\" is used by an earlier route"),
@@ -267,4 +268,61 @@ fn missing_file_is_an_error_not_an_empty_config() {
             .starts_with("/nonexistent/hookwall.toml: cannot read"),
         "{err}"
     );
+}
+
+fn stream_route(rule: &str) -> String {
+    format!(
+        "[[routes]]\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\n[[routes.rules]]\nevents = [\"user.*\"]\n{rule}\n"
+    )
+}
+
+#[test]
+fn stream_rules_need_redis_and_exclude_upstream_and_action() {
+    let redis = "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n";
+    let config = load(
+        &format!("{redis}{}", stream_route("stream = \"clerk-events\"")),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        config.routes[0].rules.0[0].action,
+        Action::Stream("clerk-events".into())
+    );
+    assert_eq!(config.dedup.store, StoreKind::Memory);
+
+    assert_eq!(
+        problems(&stream_route("stream = \"clerk-events\""), &[]),
+        ["routes[0].rules[0].stream: a stream rule needs a [redis] section (at least `url`)"]
+    );
+    for both in [
+        "stream = \"s\"\nupstream = \"http://127.0.0.1:3000/\"",
+        "stream = \"s\"\naction = \"drop\"",
+    ] {
+        assert_eq!(
+            problems(&format!("{redis}{}", stream_route(both)), &[]),
+            ["routes[0].rules[0].action: a rule has one of `upstream`, `stream` or `action = \"drop\"`, not several"],
+            "{both}"
+        );
+    }
+    for bad in ["", "two words"] {
+        let found = problems(
+            &format!("{redis}{}", stream_route(&format!("stream = {bad:?}"))),
+            &[],
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("routes[0].rules[0].stream: "),
+            "{found:?}"
+        );
+    }
+    // A broken [redis] is reported once, not again for each stream rule.
+    let found = problems(
+        &format!(
+            "[redis]\nurl = \"http://x\"\n{}",
+            stream_route("stream = \"s\"")
+        ),
+        &[],
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("redis.url: "), "{found:?}");
 }
