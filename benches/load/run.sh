@@ -14,7 +14,9 @@
 # yourself" row (Express + svix + undici, benches/load/express-svix/; not in --quick),
 # BASELINE=path/to/an/older/hookwall to measure it too, in the same alternation (what a
 # change on the request path cost, against the same nginx run), REDIS=1 to add a
-# "redis" row: hookwall with store = "redis" on a redis-server of its own.
+# "redis" row (hookwall with store = "redis" on a redis-server of its own) and a "stream"
+# row (a stream rule: every event appended to a Redis stream on another redis-server,
+# trimmed to STREAM_MAX_LEN (200000) entries, and answered 200 queued).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/benches/load"
@@ -28,7 +30,9 @@ if ((quick)); then rounds=1; duration=2s; connections=8; fi
 # shellcheck source=common.sh
 source "$here/common.sh"
 build "$quick"
-read -r backend_port proxy_port hw_port admin_port express_port base_port base_admin redis_port rhw_port rhw_admin < <(free_ports 10)
+read -r backend_port proxy_port hw_port admin_port express_port base_port base_admin redis_port rhw_port rhw_admin \
+  stream_redis_port shw_port shw_admin < <(free_ports 13)
+stream_max_len=${STREAM_MAX_LEN:-200000}
 baseline=${BASELINE:-}
 with_redis=${REDIS:-0}
 express=${EXPRESS:-1}
@@ -67,8 +71,24 @@ path = \"/bench\"
 secrets = [\"$secret\"]
 upstream = \"http://127.0.0.1:$backend_port/\"" redis
   redis_hw_pid=$hw_pid
+  mkdir -p "$work/stream-redis"
+  redis-server --port "$stream_redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work/stream-redis" >/dev/null &
+  pids+=($!)
+  wait_port "$stream_redis_port"
+  start_hookwall "$shw_port" "$shw_admin" "[redis]
+url = \"redis://127.0.0.1:$stream_redis_port/0\"
+stream_max_len = $stream_max_len
+[[routes]]
+name = \"bench\"
+path = \"/bench\"
+secrets = [\"$secret\"]
+  [[routes.rules]]
+  events = [\"*\"]
+  stream = \"bench-events\"" stream
+  stream_hw_pid=$hw_pid
   hw_pid=$hw_main_pid
   wait_port "$rhw_port"
+  wait_port "$shw_port"
 fi
 if [[ -n $baseline ]]; then
   start_hookwall "$base_port" "$base_admin" "[[routes]]
@@ -90,7 +110,10 @@ if ((express)); then
   wait_port "$express_port"
 fi
 
-forwarded() { curl -s "127.0.0.1:${1:-$admin_port}/metrics" | awk '/^hookwall_requests_total\{outcome="forwarded",route="bench"\}/ {print $2}'; }
+forwarded() { # admin-port [outcome]: how many requests ended so
+  curl -s "127.0.0.1:${1:-$admin_port}/metrics" |
+    awk -v o="${2:-forwarded}" '$1 == "hookwall_requests_total{outcome=\"" o "\",route=\"bench\"}" {print $2}'
+}
 cpu_ticks() { # utime + stime of the given pids, in clock ticks
   local total=0
   for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
@@ -107,13 +130,16 @@ run() { # label url extra-args...
     hookwall*) cpu_pids=("$hw_pid") ;;
     baseline*) cpu_pids=("$base_pid") ;;
     redis*) cpu_pids=("$redis_hw_pid") ;;
+    stream*) cpu_pids=("$stream_hw_pid") ;;
     express*) cpu_pids=("$express_pid") ;;
     nginx*) mapfile -t cpu_pids < <(nginx_proxy_pids) ;;
   esac
   local admin=$admin_port
   [[ $label == baseline* ]] && admin=$base_admin
   [[ $label == redis* ]] && admin=$rhw_admin
-  before_fwd=$(forwarded "$admin")
+  local outcome=forwarded
+  [[ $label == stream* ]] && admin=$shw_admin && outcome=queued
+  before_fwd=$(forwarded "$admin" "$outcome")
   ((${#cpu_pids[@]})) && before_cpu=$(cpu_ticks "${cpu_pids[@]}")
   local out
   out=$("${load_pin[@]}" "$loadgen" --url "$url" --secret "$secret" --connections "$connections" \
@@ -123,12 +149,12 @@ run() { # label url extra-args...
     after_cpu=$(cpu_ticks "${cpu_pids[@]}")
     cpu_us=$(python3 -c "import json; r=json.loads('$out'); print(round(($after_cpu-$before_cpu)/$hz*1e6/max(r['requests'],1), 1))")
   fi
-  if [[ $label == hookwall* || $label == baseline* || $label == redis* ]]; then
-    after_fwd=$(forwarded "$admin")
+  if [[ $label == hookwall* || $label == baseline* || $label == redis* || $label == stream* ]]; then
+    after_fwd=$(forwarded "$admin" "$outcome")
     local sent
     sent=$(python3 -c "import json; print(json.loads('$out')['requests'])")
     if [[ $((after_fwd - before_fwd)) != "$sent" ]]; then
-      echo "FAILED: hookwall forwarded $((after_fwd - before_fwd)) of $sent requests" >&2
+      echo "FAILED: $label: hookwall $outcome $((after_fwd - before_fwd)) of $sent requests" >&2
       exit 1
     fi
   fi
@@ -142,6 +168,7 @@ for _ in $(seq "$rounds"); do
   run hookwall "http://127.0.0.1:$hw_port/bench"
   if [[ -n $baseline ]]; then run baseline "http://127.0.0.1:$base_port/bench"; fi
   if ((with_redis)); then run redis "http://127.0.0.1:$rhw_port/bench"; fi
+  if ((with_redis)); then run stream "http://127.0.0.1:$shw_port/bench"; fi
   if ((express)); then run express "http://127.0.0.1:$express_port/bench"; fi
 done
 
@@ -184,7 +211,7 @@ def stat(label, key):
 print()
 print("| stack | req/s median (range) | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request |")
 print("| --- | --- | --- | --- | --- | --- |")
-for label in ["direct", "nginx", "hookwall", "baseline", "redis", "express"]:
+for label in ["direct", "nginx", "hookwall", "baseline", "redis", "stream", "express"]:
     if not any(r["label"] == label for r in rows): continue
     print(f"| {label} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {stat(label,'cpu_us_per_request')} |")
 med = lambda l, k: statistics.median(r[k] for r in rows if r["label"] == l)
@@ -193,6 +220,8 @@ if any(r["label"] == "baseline" for r in rows):
     print(f"baseline (BASELINE=...) / nginx throughput: {med('baseline','rps')/med('nginx','rps'):.2f}x; hookwall / baseline: {med('hookwall','rps')/med('baseline','rps'):.3f}x; CPU per request {med('hookwall','cpu_us_per_request'):.1f} vs {med('baseline','cpu_us_per_request'):.1f} µs")
 if any(r["label"] == "redis" for r in rows):
     print(f"store = redis / store = memory throughput: {med('redis','rps')/med('hookwall','rps'):.2f}x")
+if any(r["label"] == "stream" for r in rows):
+    print(f"stream rule / forward throughput: {med('stream','rps')/med('hookwall','rps'):.2f}x; p99 {med('stream','p99_us'):,.0f} µs")
 if any(r["label"] == "express" for r in rows):
     print(f"hookwall / Express + svix throughput: {med('hookwall','rps')/med('express','rps'):.1f}x")
 print()
@@ -210,4 +239,7 @@ if ((with_redis)); then
   keys=$(redis-cli -p "$redis_port" dbsize)
   used=$(redis-cli -p "$redis_port" info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')
   echo "Redis (store = \"redis\" row): $keys keys, used_memory $((used / 1024 / 1024)) MiB, about $((used / (keys > 0 ? keys : 1))) bytes per delivered id"
+  entries=$(redis-cli -p "$stream_redis_port" xlen bench-events)
+  stream_bytes=$(redis-cli -p "$stream_redis_port" memory usage bench-events samples 0)
+  echo "Redis (stream row): $entries entries in bench-events (trimmed to about $stream_max_len), $((stream_bytes / 1024 / 1024)) MiB, about $((stream_bytes / (entries > 0 ? entries : 1))) bytes per queued 2.9 KB event"
 fi
