@@ -492,7 +492,6 @@ impl Forward {
             .rules
             .upstream(rule)
             .expect("the rule was decided on this same config");
-        let _renewal = claim.keep_alive();
         let started = Instant::now();
         let exchange =
             forward::exchange(state.client(), upstream, target, headers, body, |status| {

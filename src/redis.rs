@@ -19,6 +19,7 @@
 //! checked, the entry appended and the id marked delivered in one step, so replicas
 //! racing on one id append it once.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,11 +83,27 @@ pub struct Redis {
     stream_max_len: u64,
 }
 
-/// One worker's connection: `None` while down.
+/// One worker's connection: `None` while down. `up` mirrors it for the other workers
+/// (reading it touches no lock and no reference count). `leases`: the claims whose
+/// forwards run on this worker, renewed together by its `keep_leases` task.
 #[derive(Default)]
 struct Link {
     conn: Mutex<Option<MultiplexedConnection>>,
+    up: AtomicBool,
     reconnecting: AtomicBool,
+    leases: Mutex<Leases>,
+}
+
+#[derive(Default)]
+struct Leases {
+    next: u64,
+    held: HashMap<u64, Lease>,
+}
+
+struct Lease {
+    key: Arc<str>,
+    token: Arc<str>,
+    since: Instant,
 }
 
 impl Redis {
@@ -118,9 +135,65 @@ impl Redis {
         format!("{}:dedup:{route}:{id}", self.prefix)
     }
 
-    /// Connects worker `worker`'s link in the background, on the calling (worker) runtime.
+    /// Connects worker `worker`'s link in the background and starts renewing its claims'
+    /// leases, on the calling (worker) runtime.
     pub fn start(self: &Arc<Self>, worker: usize) {
         self.reconnect_in_background(worker);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.clone().keep_leases(worker));
+        }
+    }
+
+    /// Renews the claim `key` = `token` while its forward runs, until `let_go(worker,
+    /// returned)`: a replica that dies frees the id within one lease. Registering is a
+    /// map insert on this worker's own lock; no task per forward.
+    pub fn hold(&self, worker: usize, key: Arc<str>, token: Arc<str>) -> u64 {
+        let mut leases = self.link(worker).leases();
+        let id = leases.next;
+        leases.next += 1;
+        let since = Instant::now();
+        leases.held.insert(id, Lease { key, token, since });
+        id
+    }
+
+    pub fn let_go(&self, worker: usize, lease: u64) {
+        self.link(worker).leases().held.remove(&lease);
+    }
+
+    /// Every third of the lease, renews the claims held on worker `worker` for at least
+    /// that long (most forwards end well before: they cost nothing here).
+    async fn keep_leases(self: Arc<Self>, worker: usize) {
+        let every = self.lease() / 3;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let due: Vec<(Arc<str>, Arc<str>)> = self
+                .link(worker)
+                .leases()
+                .held
+                .values()
+                .filter(|lease| lease.since.elapsed() >= every)
+                .map(|lease| (lease.key.clone(), lease.token.clone()))
+                .collect();
+            let mut renewals = tokio::task::JoinSet::new();
+            for (key, token) in due {
+                let this = self.clone();
+                renewals.spawn(async move {
+                    match this.renew(worker, &key, &token).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(
+                            key = &*key,
+                            "Redis: a claim was gone before its forward ended (Redis lost data?)"
+                        ),
+                        Err(err) => {
+                            tracing::debug!(key = &*key, error = %err, "Redis: renewing a claim failed")
+                        }
+                    }
+                });
+            }
+            while renewals.join_next().await.is_some() {}
+        }
     }
 
     fn link(&self, worker: usize) -> &Link {
@@ -300,32 +373,28 @@ impl Redis {
             return Err(StoreError::Down);
         };
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, command(conn)).await;
+        // Bounded by the connection's response timeout (`redis.timeout`), which covers
+        // queueing the command as well as its answer.
+        let result = command(conn).await;
         self.metrics.observe(op, started.elapsed());
         match result {
-            Ok(Ok(value)) => {
+            Ok(value) => {
                 self.metrics.command(op, "ok");
                 self.refresh_up();
                 Ok(value)
             }
-            // The connection's own response timeout (the same bound) may fire first.
-            Ok(Err(err)) if err.is_timeout() => {
+            Err(err) if err.is_timeout() => {
                 self.metrics.command(op, "timeout");
                 self.down(worker);
                 Err(StoreError::Timeout(self.timeout))
             }
-            Ok(Err(err)) => {
+            Err(err) => {
                 self.metrics.command(op, "error");
                 self.metrics.up.set(0);
                 if connection_lost(&err) {
                     self.down(worker);
                 }
                 Err(StoreError::Command(err))
-            }
-            Err(_) => {
-                self.metrics.command(op, "timeout");
-                self.down(worker);
-                Err(StoreError::Timeout(self.timeout))
             }
         }
     }
@@ -342,10 +411,17 @@ impl Redis {
     }
 
     /// `hookwall_redis_up`: 1 while every worker's link is up (and, set by `run`, the
-    /// last command succeeded).
+    /// last command succeeded). Written only when it changes: this runs after every
+    /// command, on every worker.
     fn refresh_up(&self) {
-        let up = self.links.iter().all(|link| link.current().is_some());
-        self.metrics.up.set(i64::from(up));
+        let up = i64::from(
+            self.links
+                .iter()
+                .all(|link| link.up.load(Ordering::Acquire)),
+        );
+        if self.metrics.up.get() != up {
+            self.metrics.up.set(up);
+        }
     }
 
     /// Starts worker `worker`'s reconnection loop unless one runs (outside a runtime,
@@ -416,16 +492,23 @@ impl Redis {
 }
 
 impl Link {
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn current(&self) -> Option<MultiplexedConnection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn set(&self, conn: MultiplexedConnection) {
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+        self.up.store(true, Ordering::Release);
     }
 
     fn take(&self) -> Option<MultiplexedConnection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner()).take()
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        self.up.store(false, Ordering::Release);
+        conn.take()
     }
 }
 
@@ -449,18 +532,41 @@ fn connection_lost(err: &redis::RedisError) -> bool {
         || err.code() == Some("READONLY")
 }
 
-/// A token unique to one claim attempt: 128 bits from the system's random source.
+/// A token unique to one claim attempt: 128 bits, the first 64 drawn from the system's
+/// random source once per thread, the last a per-thread counter from a random start, so
+/// two attempts (in this process or any other) never share one, and a claim costs no
+/// system call. Tokens only tell attempts apart: they guard nothing secret.
 pub fn token() -> String {
+    use std::cell::Cell;
+    use std::fmt::Write as _;
+    thread_local! {
+        static NEXT: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    }
+    let (high, low) = NEXT.with(|next| {
+        let (high, low) = next.get().unwrap_or_else(seed);
+        next.set(Some((high, low.wrapping_add(1))));
+        (high, low)
+    });
+    let mut text = String::with_capacity(32);
+    let _ = write!(text, "{high:016x}{low:016x}");
+    text
+}
+
+fn seed() -> (u64, u64) {
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 16];
     if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        // Never seen; a time-based token still differs between attempts.
+        // Never seen; the time and the thread still tell processes apart.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        bytes = nanos.to_le_bytes();
+        bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let (high, low) = bytes.split_at(8);
+    (
+        u64::from_le_bytes(high.try_into().unwrap_or_default()),
+        u64::from_le_bytes(low.try_into().unwrap_or_default()),
+    )
 }
 
 #[cfg(test)]
@@ -480,5 +586,8 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        // Another thread draws its own random half.
+        let other = std::thread::spawn(token).join().unwrap();
+        assert_ne!(other[..16], a[..16]);
     }
 }

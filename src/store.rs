@@ -134,14 +134,16 @@ impl Store {
         let Some(redis) = self.shared_redis() else {
             return Ok(Ok(claim));
         };
-        let remote = Remote {
+        let mut remote = Remote {
             redis: redis.clone(),
             worker,
-            key: redis.dedup_key(id.route, id.id),
-            token: crate::redis::token(),
+            key: redis.dedup_key(id.route, id.id).into(),
+            token: crate::redis::token().into(),
+            lease: None,
         };
         match Box::pin(redis.claim(worker, &remote.key, &remote.token)).await {
             Ok(Seen::New) => {
+                remote.hold();
                 claim.remote = Some(remote);
                 Ok(Ok(claim))
             }
@@ -267,15 +269,30 @@ pub struct Claim {
     body: Held,
 }
 
-/// The Redis side of a claim.
+/// The Redis side of a claim. While `lease` is held, this worker renews the claim's
+/// lease (`Redis::hold`), so a replica that dies frees the id within one lease.
 struct Remote {
     redis: Arc<Redis>,
     worker: usize,
-    key: String,
-    token: String,
+    key: Arc<str>,
+    token: Arc<str>,
+    lease: Option<u64>,
 }
 
 impl Remote {
+    fn hold(&mut self) {
+        let lease = self
+            .redis
+            .hold(self.worker, self.key.clone(), self.token.clone());
+        self.lease = Some(lease);
+    }
+
+    fn let_go(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.redis.let_go(self.worker, lease);
+        }
+    }
+
     fn release(&self) -> impl Future<Output = ()> + Send + 'static {
         let (redis, worker, key, token) = (
             self.redis.clone(),
@@ -286,9 +303,15 @@ impl Remote {
         async move {
             if let Err(err) = redis.release(worker, &key, &token).await {
                 // The lease runs out by itself.
-                tracing::warn!(key, error = %err, "Redis release failed; the claim expires with its lease");
+                tracing::warn!(key = &*key, error = %err, "Redis release failed; the claim expires with its lease");
             }
         }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.let_go();
     }
 }
 
@@ -305,17 +328,14 @@ impl Claim {
             return;
         }
         self.mark_delivered_locally();
-        if let Some(remote) = &self.remote {
-            let (redis, worker, key, token) = (
-                remote.redis.clone(),
-                remote.worker,
-                remote.key.clone(),
-                remote.token.clone(),
-            );
+        if let Some(mut remote) = self.remote.take() {
+            // Renewing stops now: the value becomes the delivered one.
+            remote.let_go();
             let ttl = self.store.ttl();
             self.store.spawn_tracked(async move {
-                if let Err(err) = redis.deliver(worker, &key, &token, ttl).await {
-                    tracing::warn!(key, error = %err, "Redis: marking an id delivered failed; this process still remembers it");
+                let Remote { redis, worker, key, token, .. } = &remote;
+                if let Err(err) = redis.deliver(*worker, key, token, ttl).await {
+                    tracing::warn!(key = &**key, error = %err, "Redis: marking an id delivered failed; this process still remembers it");
                 }
             });
         }
@@ -329,46 +349,6 @@ impl Claim {
 
     pub fn is_delivered(&self) -> bool {
         self.done
-    }
-
-    /// With Redis: renews the claim's lease every third of it in a task of its own until
-    /// the returned guard is dropped (when the forward ends), so a replica that dies frees
-    /// the id within one lease. A task rather than a branch of the forward: the forward's
-    /// future stays small on the common path.
-    pub fn keep_alive(&self) -> Option<Renewal> {
-        let remote = self.remote.as_ref()?;
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let (redis, worker, key, token) = (
-            remote.redis.clone(),
-            remote.worker,
-            remote.key.clone(),
-            remote.token.clone(),
-        );
-        Some(Renewal(runtime.spawn(async move {
-            let every = redis.lease() / 3;
-            loop {
-                tokio::time::sleep(every).await;
-                match redis.renew(worker, &key, &token).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(
-                        key,
-                        "Redis: a claim was gone before its forward ended (Redis lost data?)"
-                    ),
-                    Err(err) => {
-                        tracing::debug!(key, error = %err, "Redis: renewing a claim failed")
-                    }
-                }
-            }
-        })))
-    }
-}
-
-/// Renews a claim's lease until dropped.
-pub struct Renewal(tokio::task::JoinHandle<()>);
-
-impl Drop for Renewal {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -159,6 +159,45 @@ async fn a_replica_killed_mid_forward_frees_the_id_when_its_lease_runs_out() {
 }
 
 #[tokio::test]
+async fn a_forward_longer_than_its_lease_keeps_the_claim() {
+    let redis = RedisServer::start();
+    let (upstream, arrived, release) = holding_upstream().await;
+    // timeout 250ms: the lease is 2 s; A's forward is held for three of them.
+    let (_dir, file) = config_dir(&upstream, &store(&redis, "refuse", "250ms"));
+    let (a, b) = (Running::start(&file).await, Running::start(&file).await);
+    redis_up(a.admin).await;
+    redis_up(b.admin).await;
+
+    let url_a = a.url("/hook");
+    let first = tokio::spawn(async move { send_event(&url_a, "msg_long").await });
+    arrived.notified().await;
+    let key = "hookwall:dedup:hook:msg_long";
+    let claimed = redis.get(key).unwrap();
+    assert!(claimed.starts_with("i:"), "{claimed}");
+    let held = Instant::now();
+    let mut checks = 0;
+    while held.elapsed() < Duration::from_secs(6) {
+        // Still A's claim, with time left: renewed, not expired and taken over.
+        assert_eq!(send_event(&b.url("/hook"), "msg_long").await.0, 409);
+        assert_eq!(redis.get(key).as_deref(), Some(claimed.as_str()));
+        let ttl = redis.cmd(&["PTTL", key]);
+        assert!(matches!(ttl, redis::Value::Int(ms) if ms > 0), "{ttl:?}");
+        checks += 1;
+        // Paces the checks; what is tested is that time passes without a takeover.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(checks > 10);
+    release.notify_one();
+    assert_eq!(first.await.unwrap().0, 200);
+    until("B to answer duplicate", async || {
+        send_event(&b.url("/hook"), "msg_long").await
+            == (200, r#"{"outcome":"duplicate"}"#.to_owned())
+    })
+    .await;
+    assert_eq!(upstream.ids()["msg_long"], 1);
+}
+
+#[tokio::test]
 async fn redis_down_refuses_then_recovers_by_itself_and_readyz_does_not_care() {
     let mut redis = RedisServer::start();
     redis.stop();
