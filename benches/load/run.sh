@@ -185,6 +185,19 @@ for _ in $(seq "$rounds"); do
   run hookwall-rate "http://127.0.0.1:$hw_port/bench" --rate "$rate"
   if [[ -n $baseline ]]; then run baseline-rate "http://127.0.0.1:$base_port/bench" --rate "$rate"; fi
 done
+if ((with_redis)); then
+  redis_rate=$(python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(int(statistics.median(r["rps"] for r in rows if r["label"] == "redis") / 2))
+PY
+  )
+  echo "== fixed rate: $redis_rate req/s (half of store = \"redis\"'s median peak), $duration each, $rounds round(s), alternating"
+  for _ in $(seq "$rounds"); do
+    run direct-redis-rate "http://127.0.0.1:$backend_port/bench" --rate "$redis_rate"
+    run redis-rate "http://127.0.0.1:$rhw_port/bench" --rate "$redis_rate"
+  done
+fi
 
 peak_rss_kb() { # the sum of the given pids' peak RSS (VmHWM), in kB
   local total=0
@@ -227,9 +240,11 @@ if any(r["label"] == "express" for r in rows):
 print()
 print("| at a fixed rate | req/s | p50 µs | p99 µs | p99.9 µs | median p99 added over direct |")
 print("| --- | --- | --- | --- | --- | --- |")
-for label in ["direct-rate", "nginx-rate", "hookwall-rate", "baseline-rate"]:
+for label in ["direct-rate", "nginx-rate", "hookwall-rate", "baseline-rate", "direct-redis-rate", "redis-rate"]:
     if not any(r["label"] == label for r in rows): continue
-    added = med(label, "p99_us") - med("direct-rate", "p99_us")
+    # store = "redis" runs at half of its own peak, against direct at that same rate.
+    direct = "direct-redis-rate" if "redis" in label else "direct-rate"
+    added = med(label, "p99_us") - med(direct, "p99_us")
     print(f"| {label[:-5]} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {added:,.0f} µs |")
 print(f"\nhookwall peak RSS {int(rss_kb)/1024:.1f} MB with {int(float(ids)):,} ids remembered; {fds} open fds at the end; {cores} cores")
 express_rss = f", Express + svix {int(express_rss_kb)/1024:.1f} MB" if int(express_rss_kb) else ""
