@@ -293,17 +293,21 @@ impl Remote {
         }
     }
 
-    fn release(&self) -> impl Future<Output = ()> + Send + 'static {
-        let (redis, worker, key, token) = (
-            self.redis.clone(),
-            self.worker,
-            self.key.clone(),
-            self.token.clone(),
-        );
+    /// Gives the claim back: renewing stops now, the compare-and-delete runs in the
+    /// returned future.
+    fn release(mut self) -> impl Future<Output = ()> + Send + 'static {
+        self.let_go();
         async move {
-            if let Err(err) = redis.release(worker, &key, &token).await {
+            let Remote {
+                redis,
+                worker,
+                key,
+                token,
+                ..
+            } = &self;
+            if let Err(err) = redis.release(*worker, key, token).await {
                 // The lease runs out by itself.
-                tracing::warn!(key = &*key, error = %err, "Redis release failed; the claim expires with its lease");
+                tracing::warn!(key = &**key, error = %err, "Redis release failed; the claim expires with its lease");
             }
         }
     }
@@ -362,7 +366,7 @@ impl Drop for Claim {
             return;
         }
         self.store.with_memory(|d| d.release(&self.key));
-        if let Some(remote) = &self.remote {
+        if let Some(remote) = self.remote.take() {
             self.store.spawn_tracked(remote.release());
         }
     }
