@@ -70,6 +70,24 @@ pub enum StoreError {
     Unexpected(String),
 }
 
+impl StoreError {
+    /// Whether the same command may succeed once the connection is back: Redis was
+    /// unreachable, slow, or the connection broke (READONLY included). A command Redis
+    /// refused for what it is would be refused again.
+    pub fn may_pass_later(&self) -> bool {
+        match self {
+            StoreError::Down | StoreError::Timeout(_) => true,
+            StoreError::Command(err) => connection_lost(err),
+            StoreError::Unexpected(_) => false,
+        }
+    }
+
+    /// Whether the command certainly never reached Redis (so nothing of it needs undoing).
+    pub fn never_sent(&self) -> bool {
+        matches!(self, StoreError::Down)
+    }
+}
+
 /// The shared store: one link per worker.
 pub struct Redis {
     client: Client,
@@ -84,12 +102,14 @@ pub struct Redis {
 }
 
 /// One worker's connection: `None` while down. `up` mirrors it for the other workers
-/// (reading it touches no lock and no reference count). `leases`: the claims whose
-/// forwards run on this worker, renewed together by its `keep_leases` task.
+/// (reading it touches no lock and no reference count); `back` wakes the writes waiting
+/// for it to return (`until_up`). `leases`: the claims whose forwards run on this worker,
+/// renewed together by its `keep_leases` task.
 #[derive(Default)]
 struct Link {
     conn: Mutex<Option<MultiplexedConnection>>,
     up: AtomicBool,
+    back: tokio::sync::Notify,
     reconnecting: AtomicBool,
     leases: Mutex<Leases>,
 }
@@ -485,6 +505,22 @@ impl Redis {
             .map_err(|_| StoreError::Timeout(bound))?
     }
 
+    /// Waits until worker `worker`'s link is up again (reconnecting in the background),
+    /// or `until` passes: whether it is up.
+    pub async fn until_up(self: &Arc<Self>, worker: usize, until: tokio::time::Instant) -> bool {
+        let link = self.link(worker);
+        loop {
+            let back = link.back.notified();
+            if link.up.load(Ordering::Acquire) {
+                return true;
+            }
+            self.reconnect_in_background(worker);
+            if tokio::time::timeout_at(until, back).await.is_err() {
+                return link.up.load(Ordering::Acquire);
+            }
+        }
+    }
+
     /// For `hookwall check`: whether Redis answers and takes writes now.
     pub async fn probe(&self) -> Result<(), StoreError> {
         self.connect().await.map(|_| ())
@@ -503,6 +539,7 @@ impl Link {
     fn set(&self, conn: MultiplexedConnection) {
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
         self.up.store(true, Ordering::Release);
+        self.back.notify_waiters();
     }
 
     fn take(&self) -> Option<MultiplexedConnection> {

@@ -221,9 +221,10 @@ async fn worker(index: usize, mut arrivals: mpsc::Receiver<Handoff>, shared: Arc
         .is_err()
     {
         tracing::warn!(
-            forwards = shared.detached.len(),
-            "shutdown_grace ran out: forwards that outlived their request were cut off; \
-             their ids are released, so the senders' retries go through"
+            tasks = shared.detached.len(),
+            "shutdown_grace ran out: forwards that outlived their request were cut off \
+             (their ids are released, so the senders' retries go through), or Redis writes \
+             of ids' ends (a claim then expires with its lease)"
         );
     }
 }

@@ -154,8 +154,11 @@ impl Store {
             }
             Ok(Seen::InFlight) => Ok(Err(Seen::InFlight)),
             Err(err) => {
-                // A claim that timed out may still have been written: give it back.
-                self.spawn_tracked(remote.release());
+                // A claim that timed out (or whose connection broke) may still have been
+                // written, now or when a stalled Redis resumes: give it back.
+                if !err.never_sent() {
+                    self.spawn_tracked(remote.release());
+                }
                 match on_error {
                     OnStoreError::Refuse => Err(err),
                     OnStoreError::Local => {
@@ -294,7 +297,8 @@ impl Remote {
     }
 
     /// Gives the claim back: renewing stops now, the compare-and-delete runs in the
-    /// returned future.
+    /// returned future, tried again once Redis is back for as long as the claim could
+    /// still hold (a lease): a sender's retry then finds the id free, not in flight.
     fn release(mut self) -> impl Future<Output = ()> + Send + 'static {
         self.let_go();
         async move {
@@ -305,10 +309,38 @@ impl Remote {
                 token,
                 ..
             } = &self;
-            if let Err(err) = redis.release(*worker, key, token).await {
+            let released = settle(redis, *worker, redis.lease(), || {
+                redis.release(*worker, key, token)
+            })
+            .await;
+            if let Err(err) = released {
                 // The lease runs out by itself.
                 tracing::warn!(key = &**key, error = %err, "Redis release failed; the claim expires with its lease");
             }
+        }
+    }
+}
+
+/// Writes a claim's end (delivered, released) until Redis takes it: after a failure that
+/// may pass (Redis unreachable, slow, the connection lost), waits for this worker's link
+/// to be back and writes again, for at most `within`. Both writes may be repeated: a
+/// release deletes only this attempt's value, and delivered is a fact.
+async fn settle<F, Fut>(
+    redis: &Arc<Redis>,
+    worker: usize,
+    within: Duration,
+    mut write: F,
+) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let give_up = tokio::time::Instant::now() + within;
+    loop {
+        match write().await {
+            Ok(()) => return Ok(()),
+            Err(err) if err.may_pass_later() && redis.until_up(worker, give_up).await => {}
+            Err(err) => return Err(err),
         }
     }
 }
@@ -336,9 +368,12 @@ impl Claim {
             // Renewing stops now: the value becomes the delivered one.
             remote.let_go();
             let ttl = self.store.ttl();
+            // Tried again once Redis is back, for as long as the mark would last: until it
+            // is written, a retry on another replica could be forwarded again.
             self.store.spawn_tracked(async move {
                 let Remote { redis, worker, key, token, .. } = &remote;
-                if let Err(err) = redis.deliver(*worker, key, token, ttl).await {
+                let delivered = settle(redis, *worker, ttl, || redis.deliver(*worker, key, token, ttl)).await;
+                if let Err(err) = delivered {
                     tracing::warn!(key = &**key, error = %err, "Redis: marking an id delivered failed; this process still remembers it");
                 }
             });

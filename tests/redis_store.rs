@@ -243,8 +243,9 @@ async fn redis_down_refuses_then_recovers_by_itself_and_readyz_does_not_care() {
     })
     .await;
     assert_eq!(upstream.ids()["msg_down"], 1);
+    // Every worker reconnects on its own backoff: the gauge is 1 once all of them have.
+    redis_up(proxy.admin).await;
     let m = proxy.metrics().await;
-    assert_eq!(m.get("hookwall_redis_up", &[]), Some(1.0));
     // Six above, and those of the polls while it reconnected.
     assert!(m.requests("r", "store_unavailable") >= 6.0);
     proxy.shutdown().await;
@@ -301,6 +302,75 @@ async fn a_paused_redis_gets_the_policy_not_a_hang() {
         ) >= Some(1.0)
     );
     proxy.shutdown().await;
+}
+
+/// A claim sent to a stalled Redis times out (503), but the server runs it when it
+/// resumes: hookwall gives it back once its link is up again, so the sender's retry is
+/// delivered rather than refused as in flight until the lease runs out.
+#[tokio::test]
+async fn a_claim_a_stalled_redis_ran_late_is_given_back_once_it_resumes() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::ok().await;
+    let proxy = proxy(&redis, &upstream, "refuse", "200ms").await;
+    redis_up(proxy.admin).await;
+    redis.pause();
+    assert_eq!(send_event(&proxy.url("/hook"), "msg_late").await.0, 503);
+    redis.resume();
+    until("the late claim to be released", async || {
+        proxy.metrics().await.get(
+            "hookwall_redis_commands_total",
+            &[("op", "release"), ("result", "ok")],
+        ) >= Some(1.0)
+    })
+    .await;
+    assert_eq!(redis.get("hookwall:dedup:hook:msg_late"), None);
+    assert_eq!(send_event(&proxy.url("/hook"), "msg_late").await.0, 200);
+    assert_eq!(upstream.ids()["msg_late"], 1);
+    proxy.shutdown().await;
+}
+
+/// Redis dies while a forward runs, so marking the id delivered fails; once Redis is
+/// back, the replica writes the mark it missed, and a retry on another replica is a
+/// duplicate instead of a second delivery.
+#[tokio::test]
+async fn a_delivered_mark_redis_missed_is_written_once_it_is_back() {
+    let mut redis = RedisServer::start();
+    let (upstream, arrived, release) = holding_upstream().await;
+    let (_dir, file) = config_dir(&upstream, &store(&redis, "refuse", "250ms"));
+    let (a, b) = (Running::start(&file).await, Running::start(&file).await);
+    redis_up(a.admin).await;
+    redis_up(b.admin).await;
+
+    let url_a = a.url("/hook");
+    let first = tokio::spawn(async move { send_event(&url_a, "msg_mark").await });
+    arrived.notified().await;
+    redis.stop();
+    release.notify_one();
+    assert_eq!(first.await.unwrap().0, 200, "the upstream's answer");
+    until("A to fail marking the id delivered", async || {
+        a.metrics().await.get(
+            "hookwall_redis_commands_total",
+            &[("op", "deliver"), ("result", "error")],
+        ) >= Some(1.0)
+    })
+    .await;
+    // Restarted empty: the claim went with the old server.
+    redis.restart();
+    let key = "hookwall:dedup:hook:msg_mark";
+    until("A to write the mark it missed", async || {
+        redis.get(key).is_some_and(|value| value.starts_with("d:"))
+    })
+    .await;
+    // B learns that its connection went with the old server on its first command (503,
+    // the sender retries); then it reconnects.
+    let mut answer = send_event(&b.url("/hook"), "msg_mark").await;
+    until("B to answer from Redis", async || {
+        answer = send_event(&b.url("/hook"), "msg_mark").await;
+        answer.0 != 503
+    })
+    .await;
+    assert_eq!(answer, (200, r#"{"outcome":"duplicate"}"#.to_owned()));
+    assert_eq!(upstream.ids()["msg_mark"], 1);
 }
 
 #[tokio::test]
