@@ -17,7 +17,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
@@ -37,6 +37,9 @@ content-length: 22\r\n\r\n{\"error\":\"overloaded\"}";
 /// How long refusing a connection may take (TLS handshake and the answer) before it is
 /// just closed.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a refusal waits for the sender's first bytes before it answers anyway.
+const FIRST_BYTES_WAIT: Duration = Duration::from_millis(250);
 
 /// Most connections being refused at once. Past it a connection over the cap is closed
 /// without an answer: a flood cannot pile up tasks or TLS handshakes.
@@ -171,9 +174,18 @@ fn refuse(stream: TcpStream, addr: SocketAddr, shared: &Shared, refusing: &Arc<S
     });
 }
 
-async fn write_overloaded(mut stream: impl AsyncWrite + Unpin) {
-    if stream.write_all(OVERLOADED).await.is_ok() {
-        let _ = stream.shutdown().await;
+/// Writes the 503 and closes, parsing nothing. HTTP clients write their request before
+/// they read, and hyper's client takes an answer that comes before it as a broken
+/// connection: so the answer waits for the sender's first bytes (dropped unread), for
+/// `FIRST_BYTES_WAIT` at most. Then it lingers: what the sender still sends is read and
+/// dropped until it closes its side, since closing on unread data would reset the
+/// connection, and the reset discards the 503 before the sender reads it. Bounded by
+/// `REFUSAL_TIMEOUT` around it.
+async fn write_overloaded(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(FIRST_BYTES_WAIT, stream.read(&mut sink)).await;
+    if stream.write_all(OVERLOADED).await.is_ok() && stream.shutdown().await.is_ok() {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     }
 }
 

@@ -141,7 +141,7 @@ async fn silent_connections_cannot_hold_the_cap() {
     })
     .await;
     // The silent ones are closed within header_read_timeout, and signed events get in.
-    // (While refused, the 503 arrives before the request is sent: a client error here.)
+    // (While refused, the sender gets 503 and tries again.)
     until("a signed event to be served", async || {
         let body = event("user.created");
         let headers = signed(SECRET, "msg_in", now(), &body);

@@ -684,9 +684,24 @@ async fn connections_past_the_cap_get_503_on_accept() {
     }
     let reply = raw(&proxy, b"").await;
     assert_eq!(reply, "HTTP/1.1 503 Service Unavailable");
+    // A sender writes its whole request before it reads, as every HTTP client does: it
+    // still reads the 503 (the refusal lingers until the sender closes; closing on the
+    // unread request would reset the connection and lose the answer).
+    for n in 0..20 {
+        let body = event("user.created");
+        let headers = signed(SECRET, &format!("msg_over_{n}"), now(), &body);
+        let (status, headers, _) = try_post(&proxy.url("/webhooks/clerk"), &headers, &body)
+            .await
+            .expect("a 503, not a reset");
+        assert_eq!(
+            (status, headers["retry-after"].to_str().unwrap()),
+            (503, "1")
+        );
+    }
     drop(held);
     let m = proxy.metrics().await;
-    assert_eq!(m.requests("_unmatched", "overloaded"), 1.0);
+    assert_eq!(m.requests("_unmatched", "overloaded"), 21.0);
+    assert_eq!(upstream.count(), 0);
     proxy.shutdown().await;
 }
 
