@@ -132,8 +132,18 @@ impl Redis {
         workers: usize,
         metrics: RedisMetrics,
     ) -> Result<Redis, redis::RedisError> {
+        let client = match &config.ca_file {
+            Some((_, pem)) => Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            )?,
+            None => Client::open(config.url.as_str())?,
+        };
         Ok(Redis {
-            client: Client::open(config.url.as_str())?,
+            client,
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             links: (0..workers.max(1)).map(|_| Link::default()).collect(),

@@ -373,6 +373,50 @@ async fn a_delivered_mark_redis_missed_is_written_once_it_is_back() {
     assert_eq!(upstream.ids()["msg_mark"], 1);
 }
 
+/// `rediss://` to a real redis-server serving TLS: the URL, password included, read from
+/// a `file:` as a secret is, and the server's certificate checked against `redis.ca_file`.
+/// Without that CA the certificate is refused, and so is every event (503): the TLS is
+/// verified, not merely spoken.
+#[tokio::test]
+async fn rediss_with_a_password_from_a_file_and_a_private_ca() {
+    let redis = RedisServer::start_tls(&pki("Redis CA"), "s3cret-redis-pass");
+    let upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("redis-url");
+    std::fs::write(&url_file, format!("{}\n", redis.tls_url())).unwrap();
+    let config = |ca: &str| {
+        format!(
+            "[limits]\nshutdown_delay = \"0s\"\n[dedup]\nstore = \"redis\"\n[redis]\nurl = \"file:{}\"\n{ca}\
+             [[routes]]\nname = \"hook\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"{}\"\n",
+            url_file.display(),
+            upstream.url("/")
+        )
+    };
+    let ca = format!("ca_file = \"{}\"\n", redis.dir().join("ca.pem").display());
+    let proxy = Proxy::start(&config(&ca)).await;
+    redis_up(proxy.admin).await;
+    assert_eq!(send_event(&proxy.url("/hook"), "msg_tls").await.0, 200);
+    assert_eq!(
+        send_event(&proxy.url("/hook"), "msg_tls").await,
+        (200, r#"{"outcome":"duplicate"}"#.to_owned())
+    );
+    let value = redis.get("hookwall:dedup:hook:msg_tls").unwrap();
+    assert!(value.starts_with("d:"), "{value}");
+    proxy.shutdown().await;
+
+    // The system's roots do not vouch for this CA.
+    let untrusted = Proxy::start(&config("")).await;
+    assert_eq!(
+        send_event(&untrusted.url("/hook"), "msg_untrusted").await.0,
+        503
+    );
+    let m = untrusted.metrics().await;
+    assert_eq!(m.get("hookwall_redis_up", &[]), Some(0.0));
+    assert_eq!(upstream.ids()["msg_tls"], 1);
+    assert!(!upstream.ids().contains_key("msg_untrusted"));
+    untrusted.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_replica_turned_read_only_counts_as_down_until_writable() {
     let redis = RedisServer::start();

@@ -372,6 +372,24 @@ fn redis_section(raw: RawRedis, base_dir: &Path, problems: &mut Problems) -> Opt
     }
     let timeout = duration(problems, "redis.timeout", &raw.timeout);
     let stream_max_len = at_least_one(problems, "redis.stream_max_len", raw.stream_max_len);
+    let ca_file = raw.ca_file.and_then(|path| {
+        let path = base_dir.join(path);
+        if !url.starts_with("rediss://") {
+            problems.add("redis.ca_file", "needs a rediss:// URL (TLS)");
+            return None;
+        }
+        // Parsed as the upstreams' bundles are, so a bad file is named here, not at connect.
+        let checked = crate::tls::load_roots(&path)
+            .map_err(|err| err.to_string())
+            .and_then(|_| std::fs::read(&path).map_err(|err| format!("{}: {err}", path.display())));
+        match checked {
+            Ok(pem) => Some((path, pem)),
+            Err(err) => {
+                problems.add("redis.ca_file", err);
+                None
+            }
+        }
+    });
     if problems.0.len() > start {
         return None;
     }
@@ -381,6 +399,7 @@ fn redis_section(raw: RawRedis, base_dir: &Path, problems: &mut Problems) -> Opt
         key_prefix: prefix,
         timeout: timeout?,
         stream_max_len,
+        ca_file,
     })
 }
 

@@ -185,6 +185,10 @@ pub struct RedisConfig {
     pub key_prefix: String,
     pub timeout: Duration,
     pub stream_max_len: u64,
+    /// With `rediss://`: a PEM bundle of the CAs that vouch for the server, instead of
+    /// the system's roots (a private CA, as managed Redis services often use), and its
+    /// bytes as read at load.
+    pub ca_file: Option<(PathBuf, Vec<u8>)>,
 }
 
 impl fmt::Debug for RedisConfig {
@@ -194,6 +198,7 @@ impl fmt::Debug for RedisConfig {
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .field("stream_max_len", &self.stream_max_len)
+            .field("ca_file", &self.ca_file.as_ref().map(|(path, _)| path))
             .finish()
     }
 }

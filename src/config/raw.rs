@@ -134,6 +134,7 @@ pub(super) struct RawRedis {
     pub(super) key_prefix: String,
     pub(super) timeout: String,
     pub(super) stream_max_len: u64,
+    pub(super) ca_file: Option<PathBuf>,
 }
 
 impl Default for RawRedis {
@@ -143,6 +144,7 @@ impl Default for RawRedis {
             key_prefix: defaults::REDIS_KEY_PREFIX.into(),
             timeout: defaults::REDIS_TIMEOUT.into(),
             stream_max_len: defaults::REDIS_STREAM_MAX_LEN,
+            ca_file: None,
         }
     }
 }

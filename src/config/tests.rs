@@ -326,3 +326,22 @@ fn stream_rules_need_redis_and_exclude_upstream_and_action() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].starts_with("redis.url: "), "{found:?}");
 }
+
+#[test]
+fn redis_ca_file_needs_tls_and_a_certificate() {
+    let route = minimal();
+    let found = problems(
+        &format!("[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nca_file = \"ca.pem\"\n{route}"),
+        &[],
+    );
+    assert_eq!(found, ["redis.ca_file: needs a rediss:// URL (TLS)"]);
+    let found = problems(
+        &format!("[redis]\nurl = \"rediss://127.0.0.1:6379/0\"\nca_file = \"/nonexistent/ca.pem\"\n{route}"),
+        &[],
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("redis.ca_file: cannot read /nonexistent/ca.pem"),
+        "{found:?}"
+    );
+}

@@ -9,36 +9,92 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// With `start_tls`: the TLS port, and the password every client needs.
+    tls: Option<(u16, String)>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut server = RedisServer {
             child: None,
-            port,
+            port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            tls: None,
         };
         server.restart();
         server
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// Also serving TLS on a port of its own with `pki`'s certificate (`tls_url`), and
+    /// asking every client for `password`; the plain port stays for the test's own
+    /// commands.
+    pub fn start_tls(pki: &super::Pki, password: &str) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, pem) in [
+            ("ca.pem", &pki.ca),
+            ("cert.pem", &pki.cert),
+            ("key.pem", &pki.key),
+        ] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+            tls: Some((free_port(), password.to_owned())),
+        };
+        server.restart();
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT/0` (with the password, if it has one).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.tls {
+            Some((_, password)) => format!("redis://:{password}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    /// With `start_tls`: `rediss://:PASSWORD@127.0.0.1:TLS_PORT/0`.
+    pub fn tls_url(&self) -> String {
+        let (port, password) = self.tls.as_ref().expect("started with start_tls");
+        format!("rediss://:{password}@127.0.0.1:{port}/0")
+    }
+
+    /// Its folder (the TLS files are `ca.pem`, `cert.pem` and `key.pem` there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Starts it (again) on its port, and waits until it answers.
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(self.dir.path())
+            .arg(self.dir.path());
+        if let Some((port, password)) = &self.tls {
+            let file = |name: &str| self.dir.path().join(name);
+            command
+                .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(file("cert.pem"))
+                .arg("--tls-key-file")
+                .arg(file("key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(file("ca.pem"))
+                .args(["--requirepass", password]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs (scripts/test.sh installs Debian's redis-server)");
