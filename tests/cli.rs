@@ -251,7 +251,20 @@ fn check_warns_about_an_unreachable_redis_and_exits_0() {
         stderr.contains("warning: redis redis://127.0.0.1:"),
         "{stderr}"
     );
-    assert!(stdout.contains("dedup store: Redis"), "{stdout}");
+    assert!(
+        stdout.contains(r#"dedup store = "redis"; on_store_error = "refuse""#),
+        "{stdout}"
+    );
+    // The cause once, though redis-rs repeats its source's text in its own message.
+    let warning = stderr
+        .lines()
+        .find(|l| l.starts_with("warning: redis"))
+        .unwrap();
+    assert_eq!(
+        warning.matches("Connection refused").count(),
+        1,
+        "{warning}"
+    );
     // The password is never printed.
     assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
     // Without a [redis] section, store = "redis" is an error.

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::{code, exit};
-use crate::config::{unread_env, Config};
+use crate::config::{unread_env, Config, OnStoreError, StoreKind};
 use crate::route::Action;
 
 /// The routing table, one line per rule, in columns.
@@ -94,10 +94,17 @@ pub fn run(file: &std::path::Path) -> ExitCode {
                 humantime::format_duration(config.limits.shutdown_grace),
             );
             if let Some(redis) = &config.redis {
+                // As the config writes them.
+                let store = match config.dedup.store {
+                    StoreKind::Memory => "memory",
+                    StoreKind::Redis => "redis",
+                };
+                let on_error = match config.dedup.on_store_error {
+                    OnStoreError::Refuse => "refuse",
+                    OnStoreError::Local => "local",
+                };
                 println!(
-                    "dedup store: {:?}; on_store_error: {:?}; redis {} ({})",
-                    config.dedup.store,
-                    config.dedup.on_store_error,
+                    "dedup store = \"{store}\"; on_store_error = \"{on_error}\"; redis {} ({})",
                     redis.display_url(),
                     redis.source
                 );
