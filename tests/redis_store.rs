@@ -49,6 +49,40 @@ async fn redis_up(admin: std::net::SocketAddr) {
     .await;
 }
 
+/// Two hookwall processes on `redis` (`redis.timeout` 250ms: a 2 s lease), forwarding to
+/// an upstream that holds every request until released, and an event `id` sent to A and
+/// held there in flight: what a test then does to Redis, A or the upstream.
+struct HeldOnA {
+    upstream: Upstream,
+    arrived: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+    a: Running,
+    b: Running,
+    /// A's answer to the held event.
+    first: tokio::task::JoinHandle<(u16, String)>,
+    _dir: tempfile::TempDir,
+}
+
+async fn held_on_a(redis: &RedisServer, id: &str) -> HeldOnA {
+    let (upstream, arrived, release) = holding_upstream().await;
+    let (dir, file) = config_dir(&upstream, &store(redis, "refuse", "250ms"));
+    let (a, b) = (Running::start(&file).await, Running::start(&file).await);
+    redis_up(a.admin).await;
+    redis_up(b.admin).await;
+    let (url_a, id) = (a.url("/hook"), id.to_owned());
+    let first = tokio::spawn(async move { send_event(&url_a, &id).await });
+    arrived.notified().await;
+    HeldOnA {
+        upstream,
+        arrived,
+        release,
+        a,
+        b,
+        first,
+        _dir: dir,
+    }
+}
+
 #[tokio::test]
 async fn two_replicas_share_in_flight_and_delivered() {
     let redis = RedisServer::start();
@@ -114,17 +148,16 @@ async fn two_replicas_share_in_flight_and_delivered() {
 #[tokio::test]
 async fn a_replica_killed_mid_forward_frees_the_id_when_its_lease_runs_out() {
     let redis = RedisServer::start();
-    let (upstream, arrived, release) = holding_upstream().await;
-    // timeout 250ms: the lease is 2 s, renewed every 2/3 s while a forward runs.
-    let (_dir, file) = config_dir(&upstream, &store(&redis, "refuse", "250ms"));
-    let mut a = Running::start(&file).await;
-    let b = Running::start(&file).await;
-    redis_up(a.admin).await;
-    redis_up(b.admin).await;
-
-    let url_a = a.url("/hook");
-    let lost = tokio::spawn(async move { send_event(&url_a, "msg_k").await });
-    arrived.notified().await;
+    // The lease is 2 s, renewed every 2/3 s while a forward runs.
+    let HeldOnA {
+        upstream,
+        arrived,
+        release,
+        mut a,
+        b,
+        first: lost,
+        _dir,
+    } = held_on_a(&redis, "msg_k").await;
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     assert_eq!(lost.await.unwrap().0, 0, "A died without answering");
@@ -161,16 +194,9 @@ async fn a_replica_killed_mid_forward_frees_the_id_when_its_lease_runs_out() {
 #[tokio::test]
 async fn a_forward_longer_than_its_lease_keeps_the_claim() {
     let redis = RedisServer::start();
-    let (upstream, arrived, release) = holding_upstream().await;
-    // timeout 250ms: the lease is 2 s; A's forward is held for three of them.
-    let (_dir, file) = config_dir(&upstream, &store(&redis, "refuse", "250ms"));
-    let (a, b) = (Running::start(&file).await, Running::start(&file).await);
-    redis_up(a.admin).await;
-    redis_up(b.admin).await;
-
-    let url_a = a.url("/hook");
-    let first = tokio::spawn(async move { send_event(&url_a, "msg_long").await });
-    arrived.notified().await;
+    // The lease is 2 s; A's forward is held for three of them.
+    let held = held_on_a(&redis, "msg_long").await;
+    let (b, release, first, upstream) = (&held.b, &held.release, held.first, &held.upstream);
     let key = "hookwall:dedup:hook:msg_long";
     let claimed = redis.get(key).unwrap();
     assert!(claimed.starts_with("i:"), "{claimed}");
@@ -335,15 +361,14 @@ async fn a_claim_a_stalled_redis_ran_late_is_given_back_once_it_resumes() {
 #[tokio::test]
 async fn a_delivered_mark_redis_missed_is_written_once_it_is_back() {
     let mut redis = RedisServer::start();
-    let (upstream, arrived, release) = holding_upstream().await;
-    let (_dir, file) = config_dir(&upstream, &store(&redis, "refuse", "250ms"));
-    let (a, b) = (Running::start(&file).await, Running::start(&file).await);
-    redis_up(a.admin).await;
-    redis_up(b.admin).await;
-
-    let url_a = a.url("/hook");
-    let first = tokio::spawn(async move { send_event(&url_a, "msg_mark").await });
-    arrived.notified().await;
+    let HeldOnA {
+        upstream,
+        release,
+        a,
+        b,
+        first,
+        ..
+    } = held_on_a(&redis, "msg_mark").await;
     redis.stop();
     release.notify_one();
     assert_eq!(first.await.unwrap().0, 200, "the upstream's answer");
