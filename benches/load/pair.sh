@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Paired A/B of two hookwall builds: this one and BASELINE (an older binary), each forwarding
+# the same signed 2.9 KB event to the nginx backend over 64 connections, alternating (ABBA)
+# ROUNDS times. Only the two rows, so each pair runs seconds apart: on a noisy machine
+# that is what tells a change's cost from the machine's drift (run.sh's full rounds put
+# a minute of other rows between them). Prints each round and the medians.
+#
+#   BASELINE=path/to/older/hookwall benches/load/pair.sh      # release build
+#
+# Env: ROUNDS (10), DURATION (8s), CONNECTIONS (64).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here="$root/benches/load"
+baseline=${BASELINE:?BASELINE=path/to/an/older/hookwall}
+rounds=${ROUNDS:-10}
+duration=${DURATION:-8s}
+connections=${CONNECTIONS:-64}
+
+# shellcheck source=common.sh
+source "$here/common.sh"
+build 0
+read -r backend_port a_port a_admin b_port b_admin < <(free_ports 5)
+start_nginx backend nginx-backend.conf "$backend_port"
+route="[[routes]]
+name = \"bench\"
+path = \"/bench\"
+secrets = [\"$secret\"]
+upstream = \"http://127.0.0.1:$backend_port/\""
+start_hookwall "$a_port" "$a_admin" "$route"
+a_pid=$hw_pid
+start_hookwall "$b_port" "$b_admin" "$route" baseline "$baseline"
+b_pid=$hw_pid
+wait_port "$backend_port"; wait_port "$a_port"; wait_port "$b_port"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+one() { # port pid: "req/s CPU-µs-per-request"
+  local before out
+  before=$(cpu_ticks "$2")
+  out=$("$loadgen" --url "http://127.0.0.1:$1/bench" --secret "$secret" \
+    --connections "$connections" --duration "$duration" --id-prefix "pair_${RANDOM}_")
+  python3 -c "import json, sys; r = json.loads(sys.argv[1]); \
+print(r['rps'], round(($(cpu_ticks "$2") - $before) / $(getconf CLK_TCK) * 1e6 / r['requests'], 1))" "$out"
+}
+results="$work/pairs"
+for i in $(seq "$rounds"); do
+  if ((i % 2)); then a=$(one "$a_port" "$a_pid"); b=$(one "$b_port" "$b_pid")
+  else b=$(one "$b_port" "$b_pid"); a=$(one "$a_port" "$a_pid"); fi
+  echo "round $i: this $a | baseline $b" | tee -a "$results"
+done
+python3 - "$results" <<'PY'
+import re, statistics, sys
+rows = [list(map(float, re.findall(r"[\d.]+", l)[1:])) for l in open(sys.argv[1])]
+ratio = [a / b for a, _, b, _ in rows]
+med = lambda i: statistics.median(r[i] for r in rows)
+print(f"this / baseline, per round: {', '.join(f'{x:.3f}' for x in ratio)}")
+print(f"median of the rounds' ratios {statistics.median(ratio):.3f}; req/s {med(0):,.0f} vs {med(2):,.0f}; "
+      f"CPU per request {med(1):.1f} vs {med(3):.1f} µs")
+PY
