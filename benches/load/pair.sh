@@ -6,6 +6,7 @@
 # a minute of other rows between them). Prints each round and the medians.
 #
 #   BASELINE=path/to/older/hookwall benches/load/pair.sh      # release build
+#   BASELINE=self benches/load/pair.sh --quick                 # CI smoke: debug, this build twice
 #
 # Env: ROUNDS (10), DURATION (8s), CONNECTIONS (64).
 set -euo pipefail
@@ -15,10 +16,13 @@ baseline=${BASELINE:?BASELINE=path/to/an/older/hookwall}
 rounds=${ROUNDS:-10}
 duration=${DURATION:-8s}
 connections=${CONNECTIONS:-64}
+quick=0
+if [[ ${1:-} == --quick ]]; then quick=1; rounds=2; duration=1s; connections=8; fi
 
 # shellcheck source=common.sh
 source "$here/common.sh"
-build 0
+build "$quick"
+[[ $baseline == self ]] && baseline=$hookwall
 read -r backend_port a_port a_admin b_port b_admin < <(free_ports 5)
 start_nginx backend nginx-backend.conf "$backend_port"
 route="[[routes]]
