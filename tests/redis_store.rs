@@ -137,12 +137,7 @@ async fn two_replicas_share_in_flight_and_delivered() {
     assert_eq!(upstream.ids()["msg_1"], 1);
     // A failure releases at once: B's retry of a rejected id goes through.
     let m = b.metrics().await;
-    assert!(
-        m.get(
-            "hookwall_redis_commands_total",
-            &[("op", "claim"), ("result", "ok")]
-        ) >= Some(1.0)
-    );
+    assert!(m.redis_commands("claim", "ok") >= 1.0);
 }
 
 #[tokio::test]
@@ -321,12 +316,7 @@ async fn a_paused_redis_gets_the_policy_not_a_hang() {
     })
     .await;
     let m = proxy.metrics().await;
-    assert!(
-        m.get(
-            "hookwall_redis_commands_total",
-            &[("op", "claim"), ("result", "timeout")]
-        ) >= Some(1.0)
-    );
+    assert!(m.redis_commands("claim", "timeout") >= 1.0);
     proxy.shutdown().await;
 }
 
@@ -343,10 +333,7 @@ async fn a_claim_a_stalled_redis_ran_late_is_given_back_once_it_resumes() {
     assert_eq!(send_event(&proxy.url("/hook"), "msg_late").await.0, 503);
     redis.resume();
     until("the late claim to be released", async || {
-        proxy.metrics().await.get(
-            "hookwall_redis_commands_total",
-            &[("op", "release"), ("result", "ok")],
-        ) >= Some(1.0)
+        proxy.metrics().await.redis_commands("release", "ok") >= 1.0
     })
     .await;
     assert_eq!(redis.get("hookwall:dedup:hook:msg_late"), None);
@@ -373,10 +360,7 @@ async fn a_delivered_mark_redis_missed_is_written_once_it_is_back() {
     release.notify_one();
     assert_eq!(first.await.unwrap().0, 200, "the upstream's answer");
     until("A to fail marking the id delivered", async || {
-        a.metrics().await.get(
-            "hookwall_redis_commands_total",
-            &[("op", "deliver"), ("result", "error")],
-        ) >= Some(1.0)
+        a.metrics().await.redis_commands("deliver", "error") >= 1.0
     })
     .await;
     // Restarted empty: the claim went with the old server.

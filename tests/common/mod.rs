@@ -372,6 +372,15 @@ impl Metrics {
         )
     }
 
+    /// `hookwall_redis_commands_total{op, result}`, 0 while the series is absent.
+    pub fn redis_commands(&self, op: &str, result: &str) -> f64 {
+        self.get(
+            "hookwall_redis_commands_total",
+            &[("op", op), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    }
+
     pub fn requests(&self, route: &str, outcome: &str) -> f64 {
         self.get(
             "hookwall_requests_total",
