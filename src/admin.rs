@@ -55,7 +55,7 @@ fn respond(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>
             shared
                 .metrics
                 .buffered_body_bytes
-                .set(shared.store.budget.held() as i64);
+                .set(shared.budget.held() as i64);
             let mut response = Response::new(Full::new(Bytes::from(shared.metrics.render())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -1,8 +1,7 @@
 //! The request-body budget: bytes of request bodies held right now, all connections
-//! together, bounded by `limits.max_buffered_bytes`. A body reserves its room before a
-//! byte of it is read (its whole Content-Length, or frame by frame when it has none), and
-//! gives it back when its request (or forward) ends, so a crowd of senders who stall
-//! mid-body holds at most the budget, however many connections they open.
+//! together, bounded by `limits.max_buffered_bytes`. A body holds a `Room`, which grows as
+//! it is read and gives itself back when dropped (at the end of the request, or of the
+//! forward that kept the body).
 //!
 //! Each worker takes room from the shared count in chunks and hands it out from its own
 //! credit, so a request touches no cache line the other workers write (measured: a shared
@@ -11,6 +10,7 @@
 //! The bound on what bodies hold is exact.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Most credit a worker takes at once, and keeps at most twice of.
 const CHUNK: u64 = 256 * 1024;
@@ -24,7 +24,7 @@ pub struct Budget {
     shards: Box<[Shard]>,
 }
 
-/// One worker's credit, on a cache line of its own; only that worker touches it.
+/// One worker's credit, on a cache line of its own; only that worker takes from it.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 struct Shard {
@@ -38,6 +38,19 @@ impl Budget {
             max: AtomicU64::new(max),
             shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
         }
+    }
+
+    /// One handle per worker: cloning a worker's handle (once per request) touches only
+    /// that worker's reference count.
+    pub fn for_workers(self: &Arc<Self>) -> Box<[Arc<WorkerBudget>]> {
+        (0..self.shards.len())
+            .map(|worker| {
+                Arc::new(WorkerBudget {
+                    budget: self.clone(),
+                    worker,
+                })
+            })
+            .collect()
     }
 
     pub fn set_max(&self, max: u64) {
@@ -54,16 +67,6 @@ impl Budget {
         self.taken.load(Ordering::Relaxed).saturating_sub(credit)
     }
 
-    /// Room for `bytes` on worker `worker`, or `None` when that would pass the bound.
-    pub fn reserve(&self, worker: usize, bytes: u64) -> Option<Reservation<'_>> {
-        let mut reservation = Reservation {
-            budget: self,
-            worker,
-            bytes: 0,
-        };
-        reservation.grow(bytes).then_some(reservation)
-    }
-
     fn shard(&self, worker: usize) -> &Shard {
         &self.shards[worker % self.shards.len()]
     }
@@ -75,7 +78,7 @@ impl Budget {
 
     fn take(&self, worker: usize, bytes: u64) -> bool {
         let shard = self.shard(worker);
-        // From this worker's credit (CAS: correct even if a shard were shared).
+        // From this worker's credit (CAS: correct even if a room is given back elsewhere).
         let from_credit = shard
             .credit
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
@@ -111,7 +114,7 @@ impl Budget {
 
     /// Gives `bytes` back to worker `worker`'s credit; past two chunks of it, the rest
     /// goes back to the shared count.
-    pub fn give(&self, worker: usize, bytes: u64) {
+    fn give(&self, worker: usize, bytes: u64) {
         let shard = self.shard(worker);
         let keep = self.chunk();
         let credit = shard.credit.fetch_add(bytes, Ordering::AcqRel) + bytes;
@@ -130,22 +133,37 @@ impl Budget {
     }
 }
 
-/// Room held in the budget by one body being read; given back when dropped, or kept by a
-/// forward (`into_held`) until it ends.
+/// A worker's way into the budget.
 #[derive(Debug)]
-pub struct Reservation<'a> {
-    budget: &'a Budget,
+pub struct WorkerBudget {
+    budget: Arc<Budget>,
     worker: usize,
+}
+
+impl WorkerBudget {
+    /// An empty room, to grow as a body arrives.
+    pub fn room(self: &Arc<Self>) -> Room {
+        Room {
+            owner: self.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+/// Room held in the budget by one body; given back when dropped.
+#[derive(Debug)]
+pub struct Room {
+    owner: Arc<WorkerBudget>,
     bytes: u64,
 }
 
-impl Reservation<'_> {
+impl Room {
     /// Holds `bytes` more; false (and nothing changed) when the budget has no room.
     pub fn grow(&mut self, bytes: u64) -> bool {
         if bytes == 0 {
             return true;
         }
-        let taken = self.budget.take(self.worker, bytes);
+        let taken = self.owner.budget.take(self.owner.worker, bytes);
         if taken {
             self.bytes += bytes;
         }
@@ -155,43 +173,37 @@ impl Reservation<'_> {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
-
-    /// The room, for work that outlives the borrow; give it back with `Budget::give`.
-    pub fn into_held(mut self) -> Held {
-        let held = Held {
-            worker: self.worker,
-            bytes: self.bytes,
-        };
-        self.bytes = 0;
-        held
-    }
 }
 
-impl Drop for Reservation<'_> {
+impl Drop for Room {
     fn drop(&mut self) {
         if self.bytes > 0 {
-            self.budget.give(self.worker, self.bytes);
+            self.owner.budget.give(self.owner.worker, self.bytes);
         }
     }
-}
-
-/// Room a forward holds until it ends.
-#[derive(Debug, Default)]
-pub struct Held {
-    pub worker: usize,
-    pub bytes: u64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn budget(max: u64, workers: usize) -> (Arc<Budget>, Box<[Arc<WorkerBudget>]>) {
+        let budget = Arc::new(Budget::new(max, workers));
+        let handles = budget.for_workers();
+        (budget, handles)
+    }
+
+    fn room(worker: &Arc<WorkerBudget>, bytes: u64) -> Option<Room> {
+        let mut room = worker.room();
+        room.grow(bytes).then_some(room)
+    }
+
     #[test]
-    fn reservations_never_pass_the_bound_and_give_back_when_dropped() {
-        let b = Budget::new(100, 1);
-        let first = b.reserve(0, 60).unwrap();
-        assert!(b.reserve(0, 41).is_none());
-        let mut second = b.reserve(0, 40).unwrap();
+    fn rooms_never_pass_the_bound_and_give_back_when_dropped() {
+        let (b, w) = budget(100, 1);
+        let first = room(&w[0], 60).unwrap();
+        assert!(room(&w[0], 41).is_none());
+        let mut second = room(&w[0], 40).unwrap();
         assert!(!second.grow(1));
         assert_eq!(b.held(), 100);
         drop(first);
@@ -203,18 +215,18 @@ mod tests {
 
     #[test]
     fn workers_take_credit_in_chunks_and_give_the_excess_back() {
-        let b = Budget::new(64 * 1024 * 1024, 2);
-        let small = b.reserve(0, 1000).unwrap();
+        let (b, w) = budget(64 * 1024 * 1024, 2);
+        let small = room(&w[0], 1000).unwrap();
         assert_eq!(b.held(), 1000);
         // The rest of the chunk is this worker's credit, not held by any body.
         assert_eq!(b.taken.load(Ordering::Relaxed), 1000 + CHUNK);
-        let more = b.reserve(0, 2000).unwrap();
+        let more = room(&w[0], 2000).unwrap();
         assert_eq!(
             b.taken.load(Ordering::Relaxed),
             1000 + CHUNK,
             "served from credit"
         );
-        let big = b.reserve(1, 10 * CHUNK).unwrap();
+        let big = room(&w[1], 10 * CHUNK).unwrap();
         assert_eq!(b.held(), 3000 + 10 * CHUNK);
         drop((small, more, big));
         assert_eq!(b.held(), 0);
@@ -223,35 +235,25 @@ mod tests {
     }
 
     #[test]
-    fn held_room_is_given_back_by_the_forward_that_kept_it() {
-        let b = Budget::new(1000, 1);
-        let held = b.reserve(0, 700).unwrap().into_held();
-        assert_eq!(b.held(), 700);
-        assert!(b.reserve(0, 301).is_none());
-        b.give(held.worker, held.bytes);
-        assert_eq!(b.held(), 0);
-    }
-
-    #[test]
     fn a_lower_bound_after_a_reload_refuses_new_room_only() {
-        let b = Budget::new(100, 1);
-        let held = b.reserve(0, 80).unwrap();
+        let (b, w) = budget(100, 1);
+        let held = room(&w[0], 80).unwrap();
         b.set_max(50);
-        assert!(b.reserve(0, 30).is_none());
+        assert!(room(&w[0], 30).is_none());
         drop(held);
-        assert!(b.reserve(0, 50).is_some());
+        assert!(room(&w[0], 50).is_some());
     }
 
     #[test]
     fn workers_on_their_own_threads_hold_at_most_the_bound() {
-        let b = Budget::new(100_000, 4);
+        let (b, w) = budget(100_000, 4);
         std::thread::scope(|s| {
-            for worker in 0..4 {
+            for worker in w.iter() {
                 let b = &b;
                 s.spawn(move || {
                     let mut held = Vec::new();
                     for i in 0..5000u64 {
-                        if let Some(r) = b.reserve(worker, 1000 + i % 7000) {
+                        if let Some(r) = room(worker, 1000 + i % 7000) {
                             held.push(r);
                         }
                         assert!(b.taken.load(Ordering::Relaxed) <= 100_000);
@@ -263,5 +265,33 @@ mod tests {
             }
         });
         assert_eq!(b.held(), 0);
+    }
+
+    /// A forward's room is dropped wherever its task ends: rooms taken by one worker and
+    /// given back on other threads still add up, and the bound holds throughout.
+    #[test]
+    fn rooms_given_back_on_other_threads_add_up() {
+        let (b, w) = budget(1_000_000, 2);
+        let (send, receive) = std::sync::mpsc::sync_channel::<Room>(64);
+        std::thread::scope(|s| {
+            let (b, w) = (&b, &w);
+            s.spawn(move || {
+                for i in 0..4000u64 {
+                    let mut r = w[(i % 2) as usize].room();
+                    while !r.grow(100 + i % 900) {
+                        std::thread::yield_now();
+                    }
+                    send.send(r).unwrap();
+                }
+            });
+            s.spawn(move || {
+                for r in receive {
+                    assert!(b.held() <= 1_000_000);
+                    drop(r);
+                }
+            });
+        });
+        assert_eq!(b.held(), 0);
+        assert!(b.taken.load(Ordering::Relaxed) <= 2 * 2 * b.chunk());
     }
 }

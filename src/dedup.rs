@@ -23,9 +23,29 @@ pub enum Seen {
     /// Neither delivered within the ttl nor being delivered.
     New,
     /// Being forwarded right now.
-    InFlight,
+    Delivering,
     /// Delivered (upstream answered 2xx) within the ttl.
     Delivered,
+}
+
+/// Why an id cannot be claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Being forwarded right now (answered 409 `in_flight`).
+    Delivering,
+    /// Delivered within the ttl (answered 200 `duplicate`).
+    Delivered,
+}
+
+impl Seen {
+    /// `Err` with what took the id, unless it is new.
+    pub fn new_or_taken(self) -> Result<(), Taken> {
+        match self {
+            Seen::New => Ok(()),
+            Seen::Delivering => Err(Taken::Delivering),
+            Seen::Delivered => Err(Taken::Delivered),
+        }
+    }
 }
 
 /// Entries dropped since the last `take_evictions`.
@@ -80,7 +100,7 @@ impl Dedup {
     pub fn lookup(&mut self, key: &str, now: Instant) -> Seen {
         self.sweep(now);
         if self.in_flight.contains(key) {
-            return Seen::InFlight;
+            return Seen::Delivering;
         }
         match self.delivered.peek(key) {
             Some(expires) if *expires > now => Seen::Delivered,
@@ -93,14 +113,12 @@ impl Dedup {
         }
     }
 
-    /// Claims `key` for a forward if it is new: then it is in flight and `New` is returned.
-    /// Otherwise nothing changes and what is known is returned.
-    pub fn claim(&mut self, key: &str, now: Instant) -> Seen {
-        let seen = self.lookup(key, now);
-        if seen == Seen::New {
-            self.in_flight.insert(key.to_owned());
-        }
-        seen
+    /// Claims `key` for a forward if it is new: then it is in flight. Otherwise nothing
+    /// changes and what took it is returned.
+    pub fn claim(&mut self, key: &str, now: Instant) -> Result<(), Taken> {
+        self.lookup(key, now).new_or_taken()?;
+        self.in_flight.insert(key.to_owned());
+        Ok(())
     }
 
     /// The upstream answered 2xx: remember `key` as delivered for the ttl.
@@ -182,11 +200,11 @@ mod tests {
         let mut d = dedup(10, 60);
         let k = key("clerk", "msg_1");
         assert_eq!(d.lookup(&k, t0), Seen::New);
-        assert_eq!(d.claim(&k, t0), Seen::New);
-        assert_eq!(d.claim(&k, t0), Seen::InFlight);
-        assert_eq!(d.lookup(&k, t0), Seen::InFlight);
+        assert_eq!(d.claim(&k, t0), Ok(()));
+        assert_eq!(d.claim(&k, t0), Err(Taken::Delivering));
+        assert_eq!(d.lookup(&k, t0), Seen::Delivering);
         d.delivered(&k, t0);
-        assert_eq!(d.claim(&k, t0), Seen::Delivered);
+        assert_eq!(d.claim(&k, t0), Err(Taken::Delivered));
         assert_eq!(d.len(), 1);
     }
 
@@ -195,18 +213,18 @@ mod tests {
         let t0 = Instant::now();
         let mut d = dedup(10, 60);
         let k = key("clerk", "msg_1");
-        assert_eq!(d.claim(&k, t0), Seen::New);
+        assert_eq!(d.claim(&k, t0), Ok(()));
         d.release(&k);
         assert!(d.is_empty());
-        assert_eq!(d.claim(&k, t0), Seen::New);
+        assert_eq!(d.claim(&k, t0), Ok(()));
     }
 
     #[test]
     fn routes_are_separate() {
         let t0 = Instant::now();
         let mut d = dedup(10, 60);
-        assert_eq!(d.claim(&key("a", "msg_1"), t0), Seen::New);
-        assert_eq!(d.claim(&key("b", "msg_1"), t0), Seen::New);
+        assert_eq!(d.claim(&key("a", "msg_1"), t0), Ok(()));
+        assert_eq!(d.claim(&key("b", "msg_1"), t0), Ok(()));
     }
 
     #[test]
@@ -224,7 +242,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = dedup(10, 60);
         let k = key("a", "msg_1");
-        d.claim(&k, t0);
+        d.claim(&k, t0).unwrap();
         d.delivered(&k, t0);
         assert_eq!(d.lookup(&k, t0 + Duration::from_secs(59)), Seen::Delivered);
         assert_eq!(d.lookup(&k, t0 + Duration::from_secs(60)), Seen::New);
@@ -244,7 +262,7 @@ mod tests {
         let mut d = dedup(100, 60);
         for i in 0..5 {
             let k = key("a", &format!("msg_{i}"));
-            d.claim(&k, t0);
+            d.claim(&k, t0).unwrap();
             d.delivered(&k, t0);
         }
         let later = t0 + Duration::from_secs(61);
@@ -259,7 +277,7 @@ mod tests {
         let mut d = dedup(2, 60);
         for i in 0..3 {
             let k = key("a", &format!("msg_{i}"));
-            d.claim(&k, t0);
+            d.claim(&k, t0).unwrap();
             d.delivered(&k, t0);
         }
         assert_eq!(d.lookup(&key("a", "msg_0"), t0), Seen::New);
@@ -278,13 +296,13 @@ mod tests {
         let t0 = Instant::now();
         let mut d = dedup(1, 60);
         let busy = key("a", "busy");
-        d.claim(&busy, t0);
+        d.claim(&busy, t0).unwrap();
         for i in 0..5 {
             let k = key("a", &format!("msg_{i}"));
-            d.claim(&k, t0);
+            d.claim(&k, t0).unwrap();
             d.delivered(&k, t0);
         }
-        assert_eq!(d.lookup(&busy, t0), Seen::InFlight);
+        assert_eq!(d.lookup(&busy, t0), Seen::Delivering);
     }
 
     #[test]
@@ -293,7 +311,7 @@ mod tests {
         let mut d = dedup(10, 60);
         for i in 0..4 {
             let k = key("a", &format!("msg_{i}"));
-            d.claim(&k, t0);
+            d.claim(&k, t0).unwrap();
             d.delivered(&k, t0);
         }
         d.reconfigure(NonZeroUsize::new(2).unwrap(), Duration::from_secs(600), t0);
@@ -324,7 +342,7 @@ mod tests {
                         let id = format!("msg_{}", round % 50);
                         let k = key("a", &id);
                         let now = Instant::now();
-                        if d.lock().unwrap().claim(&k, now) == Seen::New {
+                        if d.lock().unwrap().claim(&k, now).is_ok() {
                             assert!(holders.lock().unwrap().insert(k.clone()), "{k} held twice");
                             total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             holders.lock().unwrap().remove(&k);
@@ -351,8 +369,8 @@ mod tests {
             let k = key("a", &format!("msg_{i}"));
             match d.lookup(&k, now) {
                 Seen::Delivered => {}
-                Seen::New => assert_eq!(d.claim(&k, now), Seen::New),
-                Seen::InFlight => panic!("{k} left in flight"),
+                Seen::New => assert_eq!(d.claim(&k, now), Ok(())),
+                Seen::Delivering => panic!("{k} left in flight"),
             }
         }
         assert!(claimed_total.load(std::sync::atomic::Ordering::Relaxed) >= 50);

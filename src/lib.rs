@@ -1,23 +1,24 @@
 //! hookwall: a sidecar reverse proxy that lets through only webhooks that are authentic,
-//! fresh, new and wanted (Svix / Standard Webhooks signatures).
+//! fresh, new and wanted.
 //!
-//! The request path, by file: `server` (accept, limits, TLS) → `pipeline` (the stages and
-//! the one place outcomes become responses) → `verify`, `dedup`, `route` (pure) →
-//! `forward` (the upstream exchange) or `stream` (the entry a stream rule appends).
-//! `store` and `redis` hold the ids (memory, Redis). `config` reads the TOML once into
-//! typed values.
+//! The request path, by file: `server` (accept, limits, TLS) → `pipeline` (the stages) →
+//! `body` (reading it against the budget) → `verify`, `dedup`, `route` (pure) → `forward`
+//! (a forward's whole life) or `stream` (the entry a stream rule appends); `outcome` maps
+//! how a request ended to its answer. `store` and `redis` hold the ids (memory, Redis).
+//! `config` reads the TOML once into typed values.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod body;
 pub mod budget;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod dedup;
 pub mod forward;
 pub mod fuzz;
 pub mod logging;
 pub mod metrics;
+pub mod outcome;
 pub mod pipeline;
 pub mod redis;
 pub mod route;

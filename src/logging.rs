@@ -45,6 +45,8 @@ pub fn init(log: &LogConfig) -> Option<tracing_appender::non_blocking::WorkerGua
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
+                    // A request's fields are its span's: once, under "span".
+                    .with_span_list(false)
                     .with_writer(writer),
             )
             .try_init(),

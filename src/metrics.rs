@@ -10,6 +10,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::outcome::Outcome;
 use crate::route::EventType;
 
 /// The route label for requests refused before a route is known.
@@ -17,54 +18,6 @@ pub const UNMATCHED: &str = "_unmatched";
 
 /// Most distinct event types counted per route; the rest count as `_other`.
 pub const MAX_EVENT_TYPES_PER_ROUTE: usize = 256;
-
-/// Declares `Outcome` from one table of variant and label: the enum, `ALL` (every
-/// variant, in declaration order, so `outcome as usize` indexes it) and `label`. A new
-/// outcome cannot be added without its label, and the counters' array has exactly
-/// `Outcome::COUNT` entries, so indexing it cannot fail.
-macro_rules! outcomes {
-    ($($variant:ident => $label:literal,)+) => {
-        /// Every outcome of a request: the `outcome` label of `hookwall_requests_total`.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Outcome {
-            $($variant,)+
-        }
-
-        impl Outcome {
-            pub const ALL: &'static [Outcome] = &[$(Outcome::$variant,)+];
-            pub const COUNT: usize = Outcome::ALL.len();
-
-            pub fn label(self) -> &'static str {
-                match self {
-                    $(Outcome::$variant => $label,)+
-                }
-            }
-        }
-    };
-}
-
-outcomes! {
-    Overloaded => "overloaded",
-    HeadersTooLarge => "headers_too_large",
-    NotFound => "not_found",
-    MethodNotAllowed => "method_not_allowed",
-    BodyTooLarge => "body_too_large",
-    BodyTimeout => "body_timeout",
-    MissingHeader => "missing_header",
-    MalformedHeader => "malformed_header",
-    TimestampTooOld => "timestamp_too_old",
-    TimestampTooNew => "timestamp_too_new",
-    InvalidSignature => "invalid_signature",
-    Duplicate => "duplicate",
-    InFlight => "in_flight",
-    Filtered => "filtered",
-    Forwarded => "forwarded",
-    Queued => "queued",
-    UpstreamRejected => "upstream_rejected",
-    UpstreamUnavailable => "upstream_unavailable",
-    UpstreamTimeout => "upstream_timeout",
-    StoreUnavailable => "store_unavailable",
-}
 
 /// How an upstream answered: the `class` label of `hookwall_upstream_responses_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +47,7 @@ impl UpstreamClass {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RedisOp {
     Claim,
+    Renew,
     Deliver,
     Release,
     Lookup,
@@ -101,8 +55,9 @@ pub enum RedisOp {
 }
 
 impl RedisOp {
-    const ALL: [RedisOp; 5] = [
+    const ALL: [RedisOp; 6] = [
         RedisOp::Claim,
+        RedisOp::Renew,
         RedisOp::Deliver,
         RedisOp::Release,
         RedisOp::Lookup,
@@ -112,6 +67,7 @@ impl RedisOp {
     fn label(self) -> &'static str {
         match self {
             RedisOp::Claim => "claim",
+            RedisOp::Renew => "renew",
             RedisOp::Deliver => "deliver",
             RedisOp::Release => "release",
             RedisOp::Lookup => "lookup",
@@ -132,8 +88,8 @@ const REDIS_BUCKETS: [f64; 11] = [
 #[derive(Clone)]
 pub struct RedisMetrics {
     pub up: IntGauge,
-    commands: [[IntCounter; 3]; 5],
-    duration: [Histogram; 5],
+    commands: [[IntCounter; 3]; 6],
+    duration: [Histogram; 6],
 }
 
 impl RedisMetrics {
@@ -224,11 +180,60 @@ impl RouteMetrics {
     }
 }
 
+/// Registers `collector` in `registry`: every name here is a unique, valid constant.
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     registry
         .register(Box::new(c.clone()))
         .expect("metric names are unique and valid");
     c
+}
+
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let counters = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    register(registry, counters)
+}
+
+fn histograms(
+    registry: &Registry,
+    (name, help): (&str, &str),
+    buckets: &[f64],
+    labels: &[&str],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(
+        registry,
+        HistogramVec::new(opts, labels).expect("a valid metric"),
+    )
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("a valid metric"))
+}
+
+/// `hookwall_build_info{version}` = 1.
+fn build_info(registry: &Registry) {
+    let info = IntGaugeVec::new(
+        Opts::new("hookwall_build_info", "Always 1; the version as a label."),
+        &["version"],
+    )
+    .expect("a valid metric");
+    register(registry, info)
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+}
+
+/// `hookwall_config_reloads_total`, both results at 0 from the start.
+fn config_reloads(registry: &Registry) -> IntCounterVec {
+    let reloads = counters(
+        registry,
+        "hookwall_config_reloads_total",
+        "Config reloads, by result.",
+        &["result"],
+    );
+    for result in ["ok", "error"] {
+        reloads.with_label_values(&[result]);
+    }
+    reloads
 }
 
 impl Default for Metrics {
@@ -238,174 +243,98 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric of the contract, registered (those of `[redis]` by `redis`).
     pub fn new() -> Self {
         let r = Registry::new();
-        let requests = register(
+        let evictions = counters(
             &r,
-            IntCounterVec::new(
-                Opts::new("hookwall_requests_total", "Requests by route and outcome."),
+            "hookwall_dedup_evictions_total",
+            "Ids forgotten, by reason.",
+            &["reason"],
+        );
+        build_info(&r);
+        Metrics {
+            requests: counters(
+                &r,
+                "hookwall_requests_total",
+                "Requests by route and outcome.",
                 &["route", "outcome"],
-            )
-            .unwrap(),
-        );
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            ),
+            request_duration: histograms(
+                &r,
+                (
+                    "hookwall_request_duration_seconds",
+                    "Time from request to response.",
+                ),
+                &DURATION_BUCKETS,
                 &["route"],
-            )
-            .unwrap()
-        };
-        let request_duration = register(
-            &r,
-            histogram(
-                "hookwall_request_duration_seconds",
-                "Time from request to response.",
-                &DURATION_BUCKETS,
             ),
-        );
-        let upstream_duration = register(
-            &r,
-            histogram(
-                "hookwall_upstream_duration_seconds",
-                "Time from connecting upstream to the end of its (bounded) body.",
-                &DURATION_BUCKETS,
-            ),
-        );
-        let upstream_responses = register(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "hookwall_upstream_responses_total",
-                    "Upstream answers by status class, error or timeout.",
+            upstream_duration: histograms(
+                &r,
+                (
+                    "hookwall_upstream_duration_seconds",
+                    "Time from connecting upstream to the end of its (bounded) body.",
                 ),
+                &DURATION_BUCKETS,
+                &["route"],
+            ),
+            upstream_responses: counters(
+                &r,
+                "hookwall_upstream_responses_total",
+                "Upstream answers by status class, error or timeout.",
                 &["route", "class"],
-            )
-            .unwrap(),
-        );
-        let events = register(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "hookwall_events_total",
-                    "Requests that passed verification, by event type.",
-                ),
+            ),
+            events: counters(
+                &r,
+                "hookwall_events_total",
+                "Requests that passed verification, by event type.",
                 &["route", "event_type"],
-            )
-            .unwrap(),
-        );
-        let dedup_entries = register(
-            &r,
-            IntGauge::new("hookwall_dedup_entries", "Message ids remembered.").unwrap(),
-        );
-        let dedup_evictions = register(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "hookwall_dedup_evictions_total",
-                    "Ids forgotten, by reason.",
-                ),
-                &["reason"],
-            )
-            .unwrap(),
-        );
-        let in_flight_requests = register(
-            &r,
-            IntGauge::new("hookwall_in_flight_requests", "Requests being handled.").unwrap(),
-        );
-        let buffered_body_bytes = register(
-            &r,
-            IntGauge::new(
+            ),
+            dedup_entries: gauge(&r, "hookwall_dedup_entries", "Message ids remembered."),
+            evicted_for_capacity: evictions.with_label_values(&["capacity"]),
+            evicted_expired: evictions.with_label_values(&["expired"]),
+            in_flight_requests: gauge(&r, "hookwall_in_flight_requests", "Requests being handled."),
+            buffered_body_bytes: gauge(
+                &r,
                 "hookwall_buffered_body_bytes",
                 "Request body bytes held right now (bounded by limits.max_buffered_bytes).",
-            )
-            .unwrap(),
-        );
-        let config_reloads = register(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "hookwall_config_reloads_total",
-                    "Config reloads, by result.",
-                ),
-                &["result"],
-            )
-            .unwrap(),
-        );
-        let secret_matches = register(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "hookwall_secret_matches_total",
-                    "Verified requests by the index of the secret that matched.",
-                ),
-                &["route", "secret"],
-            )
-            .unwrap(),
-        );
-        let clock_skew = register(
-            &r,
-            histogram(
-                "hookwall_clock_skew_seconds",
-                "webhook-timestamp minus now, for verified requests.",
-                &SKEW_BUCKETS,
             ),
-        );
-        let last_verified = register(
-            &r,
-            GaugeVec::new(
-                Opts::new(
-                    "hookwall_last_verified_timestamp_seconds",
-                    "Unix time of the last verified request.",
+            config_reloads: config_reloads(&r),
+            secret_matches: counters(
+                &r,
+                "hookwall_secret_matches_total",
+                "Verified requests by the index of the secret that matched.",
+                &["route", "secret"],
+            ),
+            clock_skew: histograms(
+                &r,
+                (
+                    "hookwall_clock_skew_seconds",
+                    "webhook-timestamp minus now, for verified requests.",
                 ),
+                &SKEW_BUCKETS,
                 &["route"],
-            )
-            .unwrap(),
-        );
-        let dedup_fallbacks = register(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "hookwall_dedup_fallbacks_total",
-                    "Dedup decisions taken by this process's memory because Redis was \
-                     unreachable (on_store_error = \"local\").",
-                ),
+            ),
+            last_verified: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "hookwall_last_verified_timestamp_seconds",
+                        "Unix time of the last verified request.",
+                    ),
+                    &["route"],
+                )
+                .expect("a valid metric"),
+            ),
+            dedup_fallbacks: counters(
+                &r,
+                "hookwall_dedup_fallbacks_total",
+                "Dedup decisions taken by this process's memory because Redis was \
+                 unreachable (on_store_error = \"local\").",
                 &["route"],
-            )
-            .unwrap(),
-        );
-        let build_info = register(
-            &r,
-            IntGaugeVec::new(
-                Opts::new("hookwall_build_info", "Always 1; the version as a label."),
-                &["version"],
-            )
-            .unwrap(),
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        for result in ["ok", "error"] {
-            config_reloads.with_label_values(&[result]);
-        }
-
-        Metrics {
-            registry: r,
-            requests,
-            request_duration,
-            upstream_duration,
-            upstream_responses,
-            events,
-            dedup_entries,
-            evicted_for_capacity: dedup_evictions.with_label_values(&["capacity"]),
-            evicted_expired: dedup_evictions.with_label_values(&["expired"]),
-            in_flight_requests,
-            buffered_body_bytes,
-            config_reloads,
-            secret_matches,
-            clock_skew,
-            last_verified,
-            dedup_fallbacks,
+            ),
             event_types: Mutex::new(HashMap::new()),
+            registry: r,
         }
     }
 
@@ -448,35 +377,30 @@ impl Metrics {
         }
     }
 
-    /// Registers `hookwall_redis_*` (once, at startup, when there is a `[redis]` section)
-    /// and resolves every series, so they exist at 0 from the start.
+    /// Registers `hookwall_redis_*` (at startup, when there is a `[redis]` section) and
+    /// resolves every series, so they exist at 0 from the start.
     pub fn redis(&self) -> RedisMetrics {
-        let up = IntGauge::new(
+        let r = &self.registry;
+        let up = gauge(
+            r,
             "hookwall_redis_up",
             "1 while the last Redis command succeeded.",
-        )
-        .unwrap();
-        let commands = IntCounterVec::new(
-            Opts::new(
-                "hookwall_redis_commands_total",
-                "Redis commands by operation and result.",
-            ),
+        );
+        let commands = counters(
+            r,
+            "hookwall_redis_commands_total",
+            "Redis commands by operation and result.",
             &["op", "result"],
-        )
-        .unwrap();
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
+        );
+        let duration = histograms(
+            r,
+            (
                 "hookwall_redis_duration_seconds",
                 "Time for one Redis command.",
-            )
-            .buckets(REDIS_BUCKETS.to_vec()),
+            ),
+            &REDIS_BUCKETS,
             &["op"],
-        )
-        .unwrap();
-        // A second call would find them registered: the same series are returned.
-        let _ = self.registry.register(Box::new(up.clone()));
-        let _ = self.registry.register(Box::new(commands.clone()));
-        let _ = self.registry.register(Box::new(duration.clone()));
+        );
         RedisMetrics {
             up,
             commands: RedisOp::ALL.map(|op| {

@@ -98,7 +98,7 @@ impl Glob {
 /// Where a verified event goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Forward(Box<Upstream>),
+    Forward(Arc<Upstream>),
     /// Append to this Redis stream and answer at once (contract §9).
     Stream(Arc<str>),
     Drop,
@@ -114,8 +114,7 @@ pub struct Rule {
 /// The outcome of routing one event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision<'a> {
-    /// The upstream, and the index of the rule that chose it (`Rules::upstream`).
-    Forward(&'a Upstream, usize),
+    Forward(&'a Arc<Upstream>),
     /// The stream to append to.
     Stream(&'a Arc<str>),
     Drop,
@@ -128,10 +127,10 @@ pub struct Rules(pub Vec<Rule>);
 
 impl Rules {
     pub fn decide(&self, event_type: &str) -> Decision<'_> {
-        for (index, rule) in self.0.iter().enumerate() {
+        for rule in &self.0 {
             if rule.events.iter().any(|glob| glob.matches(event_type)) {
                 return match &rule.action {
-                    Action::Forward(upstream) => Decision::Forward(upstream, index),
+                    Action::Forward(upstream) => Decision::Forward(upstream),
                     Action::Stream(stream) => Decision::Stream(stream),
                     Action::Drop => Decision::Drop,
                 };
@@ -140,12 +139,17 @@ impl Rules {
         Decision::NoMatch
     }
 
-    /// The upstream of rule `index`, if it forwards.
-    pub fn upstream(&self, index: usize) -> Option<&Upstream> {
-        match &self.0.get(index)?.action {
-            Action::Forward(upstream) => Some(upstream),
-            Action::Stream(_) | Action::Drop => None,
-        }
+    /// A copy whose upstreams are allocated anew: each worker holds its own, so that
+    /// what a forward does to an upstream's reference count stays on its worker.
+    pub fn for_worker(&self) -> Rules {
+        let copy = |rule: &Rule| Rule {
+            events: rule.events.clone(),
+            action: match &rule.action {
+                Action::Forward(upstream) => Action::Forward(Arc::new(Upstream::clone(upstream))),
+                other => other.clone(),
+            },
+        };
+        Rules(self.0.iter().map(copy).collect())
     }
 }
 
@@ -308,7 +312,7 @@ mod tests {
         let rules = Rules(vec![
             Rule {
                 events: vec![Glob::new("invoice.*"), Glob::new("subscription.updated")],
-                action: Action::Forward(Box::new(up.clone())),
+                action: Action::Forward(Arc::new(up.clone())),
             },
             Rule {
                 events: vec![Glob::new("session.*"), Glob::new("invoice.paid")],
@@ -320,14 +324,20 @@ mod tests {
             },
         ]);
         for event in ["invoice.paid", "subscription.updated"] {
-            assert_eq!(rules.decide(event), Decision::Forward(&up, 0));
+            assert!(matches!(rules.decide(event), Decision::Forward(u) if **u == up));
         }
-        assert_eq!(rules.upstream(0), Some(&up));
-        assert_eq!(rules.upstream(1), None);
         assert_eq!(rules.decide("session.ended"), Decision::Drop);
         let stream: Arc<str> = "billing-events".into();
         assert_eq!(rules.decide("customer.created"), Decision::Stream(&stream));
-        assert_eq!(rules.upstream(2), None);
+        // A worker's copy decides the same, on upstreams of its own.
+        let copy = rules.for_worker();
+        assert_eq!(copy, rules);
+        let (Decision::Forward(a), Decision::Forward(b)) =
+            (rules.decide("invoice.paid"), copy.decide("invoice.paid"))
+        else {
+            panic!("both forward")
+        };
+        assert!(!Arc::ptr_eq(a, b));
         assert_eq!(rules.decide("user.created"), Decision::NoMatch);
         assert_eq!(rules.decide(""), Decision::NoMatch);
     }

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
 use crate::forward::Peer;
-use crate::metrics::Outcome;
+use crate::outcome::Outcome;
 use crate::state::Shared;
 
 /// The answer to a connection past `max_connections`, written before reading anything.

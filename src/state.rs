@@ -1,10 +1,10 @@
 //! What the proxy runs on: `Shared` lives as long as the process (metrics, dedup memory,
 //! the body budget, forwards that outlived their request, readiness); `Live` is one loaded
-//! config, swapped whole on reload, so a request (and its forward) sees one consistent
-//! config from start to end. Each worker has its own `Live` of the same config (sharing
-//! only the `max_in_flight` semaphores and the metrics), so what a request does to it (a
-//! read lock, reference counts) stays on its own worker's cache lines: measured, the
-//! shared one cost several percent of throughput on two cores.
+//! config, swapped whole on reload, so a request sees one consistent config from start to
+//! end. Each worker has its own `Live` of the same config (sharing only the
+//! `max_in_flight` semaphores and the metric series), so what a request does to it (a read
+//! lock, reference counts) stays on its own worker's cache lines: measured, the shared one
+//! cost several percent of throughput on two cores.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -16,33 +16,28 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use crate::budget::Budget;
-use crate::client::Client;
+use crate::budget::{Budget, WorkerBudget};
 use crate::config::{Config, Limits, Route};
+use crate::forward::client::Client;
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
 use crate::redis::Redis;
 use crate::store::Store;
 use crate::tls::TlsError;
 
-/// One route, ready to serve.
+/// One route, ready to serve on one worker.
 pub struct RouteState {
+    /// The route, its upstreams allocated for this worker.
     pub route: Route,
-    pub metrics: RouteMetrics,
+    /// This worker's handle on the route's series.
+    pub metrics: Arc<RouteMetrics>,
     /// This worker's client (connection pool): a pooled connection is driven by the
     /// worker that uses it.
-    client: Arc<Client>,
+    pub client: Arc<Client>,
     /// Bounds concurrent forwards (`max_in_flight`), shared by every worker's `Live`; a
     /// forward that outlives its request keeps its permit.
     pub forwards: Arc<Semaphore>,
     /// `hookwall-route`, built once.
     pub name_header: HeaderValue,
-}
-
-impl RouteState {
-    /// This worker's client.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
 }
 
 /// One loaded config.
@@ -70,7 +65,7 @@ impl Live {
         let mut shared_routes = Vec::new();
         for route in &config.routes {
             let clients: Vec<Arc<Client>> = match &route.ca_file {
-                Some(ca) => crate::client::build_many(Some(ca), workers)?
+                Some(ca) => crate::forward::client::build_many(Some(ca), workers)?
                     .into_iter()
                     .map(Arc::new)
                     .collect(),
@@ -94,13 +89,16 @@ impl Live {
                 {
                     by_path.insert(route.path.clone(), routes.len());
                     routes.push(RouteState {
-                        metrics: metrics.clone(),
+                        metrics: Arc::new(metrics.clone()),
                         client: clients[worker % clients.len()].clone(),
                         forwards: forwards.clone(),
                         // Config validation keeps names to visible ASCII.
                         name_header: HeaderValue::from_str(&route.name)
                             .unwrap_or(HeaderValue::from_static("_invalid")),
-                        route: route.clone(),
+                        route: Route {
+                            rules: route.rules.for_worker(),
+                            ..route.clone()
+                        },
                     });
                 }
                 Live {
@@ -114,15 +112,11 @@ impl Live {
             .collect())
     }
 
-    /// The route serving `path`, and its index for `route_at`.
-    pub fn route(&self, path: &str) -> Option<(usize, &RouteState)> {
-        let index = *self.by_path.get(path)?;
-        Some((index, &self.routes[index]))
-    }
-
-    /// The route at an index `route` gave, for work that holds the `Live` but not a borrow.
-    pub fn route_at(&self, index: usize) -> &RouteState {
-        &self.routes[index]
+    /// The route serving `path`.
+    pub fn route(&self, path: &str) -> Option<&RouteState> {
+        self.by_path
+            .get(path)
+            .and_then(|&index| self.routes.get(index))
     }
 
     pub fn limits(&self) -> &Limits {
@@ -136,6 +130,10 @@ pub struct Shared {
     pub unmatched: RouteMetrics,
     /// Message ids: memory, and Redis with `store = "redis"`; stream appends.
     pub store: Arc<Store>,
+    /// Request bodies held right now, against `limits.max_buffered_bytes`.
+    pub budget: Arc<Budget>,
+    /// Each worker's handle on `budget`.
+    budgets: Box<[Arc<WorkerBudget>]>,
     /// Each worker's `Live`, read-locked by its requests: each on cache lines of its own.
     live: Box<[CachePadded<RwLock<Arc<Live>>>]>,
     /// `/readyz`: true once both listeners are bound, false from the first shutdown signal.
@@ -160,9 +158,9 @@ impl Shared {
     pub fn new(config: Config) -> Result<Shared, StartError> {
         let workers = config.limits.workers;
         let metrics = Arc::new(Metrics::new());
-        let budget = Budget::new(config.limits.max_buffered_bytes, workers);
+        let budget = Arc::new(Budget::new(config.limits.max_buffered_bytes, workers));
         let unmatched = metrics.route(UNMATCHED, 0);
-        let default_clients: Vec<Arc<Client>> = crate::client::build_many(None, workers)?
+        let default_clients: Vec<Arc<Client>> = crate::forward::client::build_many(None, workers)?
             .into_iter()
             .map(Arc::new)
             .collect();
@@ -176,7 +174,6 @@ impl Shared {
         let detached = TaskTracker::new();
         let store = Arc::new(Store::new(
             config.dedup,
-            budget,
             redis,
             metrics.clone(),
             detached.clone(),
@@ -186,6 +183,8 @@ impl Shared {
             metrics,
             unmatched,
             store,
+            budgets: budget.for_workers(),
+            budget,
             live: lives
                 .into_iter()
                 .map(|live| CachePadded::new(RwLock::new(Arc::new(live))))
@@ -194,6 +193,11 @@ impl Shared {
             default_clients,
             detached,
         })
+    }
+
+    /// Worker `worker`'s way into the body budget.
+    pub fn budget(&self, worker: usize) -> &Arc<WorkerBudget> {
+        &self.budgets[worker % self.budgets.len()]
     }
 
     /// Worker threads serving the public listener: one client (pool) each.
@@ -220,9 +224,7 @@ impl Shared {
         let Some(first) = lives.first() else {
             return;
         };
-        self.store
-            .budget
-            .set_max(first.config.limits.max_buffered_bytes);
+        self.budget.set_max(first.config.limits.max_buffered_bytes);
         self.store.reconfigure(first.config.dedup);
         for (slot, live) in self.live.iter().zip(lives) {
             *slot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);

@@ -1,9 +1,7 @@
-//! Where message ids live: this process's memory (`dedup.rs`, the default), and with
-//! `store = "redis"` Redis as well, shared by every replica (contract §8). The memory then
-//! caches delivered ids in front of Redis (never the absence of one) and holds this
-//! process's own forwards, so a duplicate of either is answered without a round trip; it
-//! is also what decides while Redis is unreachable and `on_store_error = "local"`.
-//! Stream rules append through here too (`enqueue`), so an id enters a stream once.
+//! Where message ids live: this process's memory (`dedup.rs`), and with `store = "redis"`
+//! Redis as well, shared by every replica; the memory then caches delivered ids in front
+//! of Redis (never the absence of one) and holds this process's own forwards. Stream rules
+//! append through here too (`enqueue`), so an id enters a stream once.
 //!
 //! A claim's end (delivered, or released) is written to Redis by a task of its own,
 //! tracked for shutdown, so neither cancellation nor a sender hanging up can skip it.
@@ -17,17 +15,44 @@ use crossbeam_utils::CachePadded;
 use prometheus::IntCounter;
 use tokio_util::task::TaskTracker;
 
-use crate::budget::{Budget, Held};
 use crate::config::{DedupConfig, OnStoreError, StoreKind};
-use crate::dedup::{Dedup, Seen};
+use crate::dedup::{Dedup, Seen, Taken};
 use crate::metrics::Metrics;
-use crate::redis::{Redis, StoreError};
+use crate::redis::Redis;
 use crate::stream::Entry;
 
+/// Why the store gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis is unreachable (reconnecting in the background)")]
+    Down,
+    #[error("Redis did not answer within redis.timeout ({0:?})")]
+    Timeout(Duration),
+    #[error("Redis refused the command")]
+    Command(#[source] redis::RedisError),
+    #[error("Redis answered {0:?}, which is no dedup value")]
+    Unexpected(String),
+}
+
+impl StoreError {
+    /// Whether the same command may succeed once the connection is back: Redis was
+    /// unreachable, slow, or the connection broke (READONLY included). A command Redis
+    /// refused for what it is would be refused again.
+    pub fn may_pass_later(&self) -> bool {
+        match self {
+            StoreError::Down | StoreError::Timeout(_) => true,
+            StoreError::Command(err) => crate::redis::connection_lost(err),
+            StoreError::Unexpected(_) => false,
+        }
+    }
+
+    /// Whether the command certainly never reached Redis (so nothing of it needs undoing).
+    pub fn never_sent(&self) -> bool {
+        matches!(self, StoreError::Down)
+    }
+}
+
 pub struct Store {
-    /// Request bodies held right now, against `limits.max_buffered_bytes`. Read by every
-    /// request, written rarely: on cache lines apart from the lock below.
-    pub budget: CachePadded<Budget>,
     /// Locked by every forward on every worker: on cache lines of its own.
     memory: CachePadded<Mutex<Dedup>>,
     dedup_entries: prometheus::IntGauge,
@@ -35,7 +60,7 @@ pub struct Store {
     /// With a `[redis]` section (store = "redis", stream rules).
     pub redis: Option<Arc<Redis>>,
     /// `store = "redis"`: ids are decided in Redis, this memory in front of it.
-    shared: bool,
+    decided_in_redis: bool,
     /// Writes that outlive the request (deliver, release), waited for at shutdown.
     tracker: TaskTracker,
 }
@@ -43,14 +68,12 @@ pub struct Store {
 impl Store {
     pub fn new(
         config: DedupConfig,
-        budget: Budget,
         redis: Option<Arc<Redis>>,
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
     ) -> Store {
         Store {
-            shared: config.store == StoreKind::Redis && redis.is_some(),
-            budget: CachePadded::new(budget),
+            decided_in_redis: config.store == StoreKind::Redis && redis.is_some(),
             memory: CachePadded::new(Mutex::new(Dedup::new(
                 NonZeroUsize::new(config.capacity).unwrap_or(NonZeroUsize::MIN),
                 config.ttl,
@@ -91,21 +114,21 @@ impl Store {
     pub async fn lookup(
         &self,
         worker: usize,
-        id: Id<'_>,
+        id: &Id,
         on_error: OnStoreError,
         fallbacks: &IntCounter,
     ) -> Result<Seen, StoreError> {
-        let local = self.with_memory(|d| d.lookup(id.key, Instant::now()));
-        let Some(redis) = self.shared_redis().filter(|_| local == Seen::New) else {
+        let local = self.with_memory(|d| d.lookup(id.key(), Instant::now()));
+        let Some(redis) = self.deciding_redis().filter(|_| local == Seen::New) else {
             return Ok(local);
         };
         // Boxed: the Redis path's futures would otherwise enlarge every request's future,
         // which is moved on each request, Redis or not.
-        let key = redis.dedup_key(id.route, id.id);
+        let key = redis.dedup_key(id.route(), id.id());
         match Box::pin(redis.lookup(worker, &key)).await {
             Ok(seen) => {
                 if seen == Seen::Delivered {
-                    self.remember_delivered(id.key);
+                    self.remember_delivered(id.key());
                 }
                 Ok(seen)
             }
@@ -119,40 +142,39 @@ impl Store {
         }
     }
 
-    /// Claims an id for a forward if it is new everywhere; otherwise what is known.
+    /// Claims an id for a forward if it is new everywhere; otherwise what took it.
     pub async fn claim(
         self: &Arc<Self>,
         worker: usize,
-        id: Id<'_>,
+        id: &Id,
         on_error: OnStoreError,
         fallbacks: &IntCounter,
-    ) -> Result<Result<Claim, Seen>, StoreError> {
+    ) -> Result<Result<Claim, Taken>, StoreError> {
         let mut claim = match self.claim_locally(id) {
             Ok(claim) => claim,
-            Err(seen) => return Ok(Err(seen)),
+            Err(taken) => return Ok(Err(taken)),
         };
-        let Some(redis) = self.shared_redis() else {
+        let Some(redis) = self.deciding_redis() else {
             return Ok(Ok(claim));
         };
-        let mut remote = Remote {
+        let remote = Remote {
             redis: redis.clone(),
             worker,
-            key: redis.dedup_key(id.route, id.id).into(),
+            key: redis.dedup_key(id.route(), id.id()).into(),
             token: crate::redis::token().into(),
-            lease: None,
+            renewal: None,
         };
         match Box::pin(redis.claim(worker, &remote.key, &remote.token)).await {
-            Ok(Seen::New) => {
-                remote.hold();
-                claim.remote = Some(remote);
+            Ok(Ok(())) => {
+                claim.remote = Some(remote.renewed());
                 Ok(Ok(claim))
             }
-            Ok(Seen::Delivered) => {
+            Ok(Err(Taken::Delivered)) => {
                 // Cached: the next duplicate here is answered without Redis.
                 claim.mark_delivered_locally();
-                Ok(Err(Seen::Delivered))
+                Ok(Err(Taken::Delivered))
             }
-            Ok(Seen::InFlight) => Ok(Err(Seen::InFlight)),
+            Ok(Err(Taken::Delivering)) => Ok(Err(Taken::Delivering)),
             Err(err) => {
                 // A claim that timed out (or whose connection broke) may still have been
                 // written, now or when a stalled Redis resumes: give it back.
@@ -170,68 +192,58 @@ impl Store {
         }
     }
 
-    /// Appends a stream rule's entry once per id: `Ok(entry id)`, or what was known.
+    /// Appends a stream rule's entry once per id: `Ok(entry id)`, or what took the id.
     /// With `store = "redis"` the check, the append and marking the id delivered are one
     /// script in Redis; otherwise this process's claim wraps the append. A failure
     /// releases the id (whatever `on_store_error` says: there is no stream without Redis).
     pub async fn enqueue(
         self: &Arc<Self>,
         worker: usize,
-        id: Id<'_>,
+        id: &Id,
         stream: &str,
         entry: &Entry,
-    ) -> Result<Result<String, Seen>, StoreError> {
+    ) -> Result<Result<String, Taken>, StoreError> {
         let mut claim = match self.claim_locally(id) {
             Ok(claim) => claim,
-            Err(seen) => return Ok(Err(seen)),
+            Err(taken) => return Ok(Err(taken)),
         };
         // Config validation puts a [redis] section beside every stream rule.
         let redis = self.redis.as_ref().ok_or(StoreError::Down)?;
-        let appended = if self.shared {
-            let key = redis.dedup_key(id.route, id.id);
+        let appended = if self.decided_in_redis {
+            let key = redis.dedup_key(id.route(), id.id());
             let token = crate::redis::token();
             let ttl = self.ttl();
             Box::pin(redis.append_once(worker, &key, &token, ttl, stream, entry)).await?
         } else {
             Ok(Box::pin(redis.append(worker, stream, entry)).await?)
         };
-        match appended {
-            Ok(entry_id) => {
-                claim.mark_delivered_locally();
-                Ok(Ok(entry_id))
-            }
-            Err(Seen::Delivered) => {
-                claim.mark_delivered_locally();
-                Ok(Err(Seen::Delivered))
-            }
-            Err(seen) => Ok(Err(seen)),
+        if matches!(appended, Ok(_) | Err(Taken::Delivered)) {
+            claim.mark_delivered_locally();
         }
+        Ok(appended)
     }
 
     /// Redis when it decides the ids (`store = "redis"`).
-    fn shared_redis(&self) -> Option<&Arc<Redis>> {
-        self.redis.as_ref().filter(|_| self.shared)
+    fn deciding_redis(&self) -> Option<&Arc<Redis>> {
+        self.redis.as_ref().filter(|_| self.decided_in_redis)
     }
 
     /// Claims an id in this process's memory first: its delivered cache and its own
     /// forwards need no round trip.
-    fn claim_locally(self: &Arc<Self>, id: Id<'_>) -> Result<Claim, Seen> {
-        match self.with_memory(|d| d.claim(id.key, Instant::now())) {
-            Seen::New => Ok(Claim {
-                store: self.clone(),
-                key: id.key.to_owned(),
-                done: false,
-                remote: None,
-                body: Held::default(),
-            }),
-            seen => Err(seen),
-        }
+    fn claim_locally(self: &Arc<Self>, id: &Id) -> Result<Claim, Taken> {
+        self.with_memory(|d| d.claim(id.key(), Instant::now()))?;
+        Ok(Claim {
+            store: self.clone(),
+            key: id.key().to_owned(),
+            delivered: false,
+            remote: None,
+        })
     }
 
     fn remember_delivered(&self, key: &str) {
         self.with_memory(|d| {
             let now = Instant::now();
-            if d.claim(key, now) == Seen::New {
+            if d.claim(key, now).is_ok() {
                 d.delivered(key, now);
             }
         });
@@ -252,47 +264,66 @@ impl Store {
     }
 }
 
-/// One id on one route: the memory's key, and its parts for Redis's.
-#[derive(Clone, Copy)]
-pub struct Id<'a> {
-    pub route: &'a str,
-    pub id: &'a str,
-    /// `dedup::key(route, id)`.
-    pub key: &'a str,
+/// One id on one route: its key in this process's memory (`dedup::key`), of which the
+/// route and the id are slices (Redis's key is made of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Id {
+    key: String,
+    route_len: usize,
+}
+
+impl Id {
+    pub fn new(route: &str, id: &str) -> Id {
+        Id {
+            key: crate::dedup::key(route, id),
+            route_len: route.len(),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn route(&self) -> &str {
+        &self.key[..self.route_len]
+    }
+
+    pub fn id(&self) -> &str {
+        &self.key[self.route_len + 1..]
+    }
 }
 
 /// An id in flight. Owned, so a forward that outlives its request keeps it. Dropped
 /// without `delivered`, it is released: in memory at once, in Redis by a tracked task.
-/// It also keeps the forward's body room in the budget, given back when it is dropped.
 pub struct Claim {
     store: Arc<Store>,
     key: String,
-    done: bool,
+    delivered: bool,
     remote: Option<Remote>,
-    body: Held,
 }
 
-/// The Redis side of a claim. While `lease` is held, this worker renews the claim's
-/// lease (`Redis::hold`), so a replica that dies frees the id within one lease.
+/// The Redis side of a claim. While `renewal` is set, this worker renews the claim's
+/// lease (`Redis::keep_renewing`), so a replica that dies frees the id within one lease.
 struct Remote {
     redis: Arc<Redis>,
     worker: usize,
     key: Arc<str>,
     token: Arc<str>,
-    lease: Option<u64>,
+    renewal: Option<u64>,
 }
 
 impl Remote {
-    fn hold(&mut self) {
-        let lease = self
+    fn renewed(mut self) -> Remote {
+        let renewal = self
             .redis
-            .hold(self.worker, self.key.clone(), self.token.clone());
-        self.lease = Some(lease);
+            .keep_renewing(self.worker, self.key.clone(), self.token.clone());
+        self.renewal = Some(renewal);
+        self
     }
 
-    fn let_go(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            self.redis.let_go(self.worker, lease);
+    fn stop_renewing(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            self.redis.stop_renewing(self.worker, renewal);
         }
     }
 
@@ -300,7 +331,7 @@ impl Remote {
     /// returned future, tried again once Redis is back for as long as the claim could
     /// still hold (a lease): a sender's retry then finds the id free, not in flight.
     fn release(mut self) -> impl Future<Output = ()> + Send + 'static {
-        self.let_go();
+        self.stop_renewing();
         async move {
             let Remote {
                 redis,
@@ -318,6 +349,36 @@ impl Remote {
                 tracing::warn!(key = &**key, error = %err, "Redis release failed; the claim expires with its lease");
             }
         }
+    }
+
+    /// Marks the id delivered for `ttl`, tried again once Redis is back for as long as the
+    /// mark would last: until it is written, a retry on another replica could be forwarded
+    /// again.
+    fn deliver(mut self, ttl: Duration) -> impl Future<Output = ()> + Send + 'static {
+        // Renewing stops now: the value becomes the delivered one.
+        self.stop_renewing();
+        async move {
+            let Remote {
+                redis,
+                worker,
+                key,
+                token,
+                ..
+            } = &self;
+            let delivered = settle(redis, *worker, ttl, || {
+                redis.deliver(*worker, key, token, ttl)
+            })
+            .await;
+            if let Err(err) = delivered {
+                tracing::warn!(key = &**key, error = %err, "Redis: marking an id delivered failed; this process still remembers it");
+            }
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.stop_renewing();
     }
 }
 
@@ -345,64 +406,154 @@ where
     }
 }
 
-impl Drop for Remote {
-    fn drop(&mut self) {
-        self.let_go();
-    }
-}
-
 impl Claim {
-    /// Keeps the body's room in the budget until the claim ends.
-    pub fn hold_body(&mut self, body: Held) {
-        self.body = body;
-    }
-
     /// The upstream answered with a 2xx status line: delivered, whatever follows. Written
     /// to Redis by a tracked task (the answer the sender gets never waits on it).
     pub fn delivered(&mut self) {
-        if self.done {
+        if self.delivered {
             return;
         }
         self.mark_delivered_locally();
-        if let Some(mut remote) = self.remote.take() {
-            // Renewing stops now: the value becomes the delivered one.
-            remote.let_go();
+        if let Some(remote) = self.remote.take() {
             let ttl = self.store.ttl();
-            // Tried again once Redis is back, for as long as the mark would last: until it
-            // is written, a retry on another replica could be forwarded again.
-            self.store.spawn_tracked(async move {
-                let Remote { redis, worker, key, token, .. } = &remote;
-                let delivered = settle(redis, *worker, ttl, || redis.deliver(*worker, key, token, ttl)).await;
-                if let Err(err) = delivered {
-                    tracing::warn!(key = &**key, error = %err, "Redis: marking an id delivered failed; this process still remembers it");
-                }
-            });
+            self.store.spawn_tracked(remote.deliver(ttl));
         }
     }
 
     fn mark_delivered_locally(&mut self) {
         self.store
             .with_memory(|d| d.delivered(&self.key, Instant::now()));
-        self.done = true;
+        self.delivered = true;
     }
 
     pub fn is_delivered(&self) -> bool {
-        self.done
+        self.delivered
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let body = std::mem::take(&mut self.body);
-        if body.bytes > 0 {
-            self.store.budget.give(body.worker, body.bytes);
-        }
-        if self.done {
+        if self.delivered {
             return;
         }
         self.store.with_memory(|d| d.release(&self.key));
         if let Some(remote) = self.remote.take() {
             self.store.spawn_tracked(remote.release());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(capacity: usize) -> Arc<Store> {
+        let config = DedupConfig {
+            capacity,
+            ttl: Duration::from_secs(60),
+            store: StoreKind::Memory,
+            on_store_error: OnStoreError::Refuse,
+        };
+        Arc::new(Store::new(
+            config,
+            None,
+            Arc::new(Metrics::new()),
+            TaskTracker::new(),
+        ))
+    }
+
+    async fn claim(store: &Arc<Store>, id: &Id) -> Result<Claim, Taken> {
+        let unused = IntCounter::new("unused", "unused").unwrap();
+        store
+            .claim(0, id, OnStoreError::Refuse, &unused)
+            .await
+            .unwrap()
+    }
+
+    async fn lookup(store: &Store, id: &Id) -> Seen {
+        let unused = IntCounter::new("unused", "unused").unwrap();
+        store
+            .lookup(0, id, OnStoreError::Refuse, &unused)
+            .await
+            .unwrap()
+    }
+
+    #[test]
+    fn an_id_is_its_key_with_route_and_id_as_slices() {
+        let id = Id::new("clerk", "msg_1");
+        assert_eq!(id.key(), crate::dedup::key("clerk", "msg_1"));
+        assert_eq!((id.route(), id.id()), ("clerk", "msg_1"));
+    }
+
+    #[tokio::test]
+    async fn a_delivered_claim_is_remembered_and_counted() {
+        let store = store(10);
+        let k = Id::new("clerk", "msg_1");
+        let mut held = claim(&store, &k).await.unwrap();
+        assert!(matches!(claim(&store, &k).await, Err(Taken::Delivering)));
+        assert_eq!(store.dedup_entries.get(), 1);
+        held.delivered();
+        held.delivered();
+        drop(held);
+        assert_eq!(lookup(&store, &k).await, Seen::Delivered);
+        assert!(matches!(claim(&store, &k).await, Err(Taken::Delivered)));
+        assert_eq!(store.dedup_entries.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_claim_is_released_so_the_retry_goes_through() {
+        let store = store(10);
+        let k = Id::new("clerk", "msg_1");
+        drop(claim(&store, &k).await.unwrap());
+        assert_eq!(lookup(&store, &k).await, Seen::New);
+        assert_eq!(store.dedup_entries.get(), 0);
+        // The retry claims it again, and a claim held by a task that ends is released too.
+        let held = claim(&store, &k).await.unwrap();
+        tokio::spawn(async move { drop(held) }).await.unwrap();
+        assert_eq!(lookup(&store, &k).await, Seen::New);
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_memory_and_applies_capacity() {
+        let store = store(10);
+        for i in 0..4 {
+            claim(&store, &Id::new("a", &format!("msg_{i}")))
+                .await
+                .unwrap()
+                .delivered();
+        }
+        store.reconfigure(DedupConfig {
+            capacity: 2,
+            ttl: Duration::from_secs(600),
+            store: StoreKind::Memory,
+            on_store_error: OnStoreError::Refuse,
+        });
+        assert_eq!(store.ttl(), Duration::from_secs(600));
+        assert_eq!(
+            lookup(&store, &Id::new("a", "msg_3")).await,
+            Seen::Delivered
+        );
+        assert_eq!(lookup(&store, &Id::new("a", "msg_0")).await, Seen::New);
+        assert_eq!(store.dedup_entries.get(), 2);
+    }
+
+    /// Without Redis, a stream rule's enqueue fails and leaves the id free.
+    #[tokio::test]
+    async fn an_enqueue_without_redis_fails_and_releases() {
+        let store = store(10);
+        let k = Id::new("a", "msg_1");
+        let entry = Entry::new(
+            "msg_1",
+            "t",
+            "a",
+            1,
+            bytes::Bytes::new(),
+            &http::HeaderMap::new(),
+        );
+        assert!(matches!(
+            store.enqueue(0, &k, "s", &entry).await,
+            Err(StoreError::Down)
+        ));
+        assert_eq!(lookup(&store, &k).await, Seen::New);
     }
 }

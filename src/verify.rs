@@ -433,7 +433,7 @@ mod tests {
             let tolerance = case["tolerance_s"].as_u64().unwrap();
             let got = match check(&verifier(&secrets, tolerance), &headers, &body, now) {
                 Ok(_) => "ok",
-                Err(err) => crate::pipeline::verify_outcome(err).0.label(),
+                Err(err) => crate::outcome::verify_outcome(err).0.label(),
             };
             assert_eq!(got, case["expect"].as_str().unwrap(), "case {name}");
         }

@@ -142,7 +142,7 @@ fn warn_if_redis_unreachable(config: &crate::config::RedisConfig) {
     let probe = async {
         let metrics = crate::metrics::Metrics::new();
         let redis = crate::redis::Redis::new(config, 1, metrics.redis())
-            .map_err(crate::redis::StoreError::Command)?;
+            .map_err(crate::store::StoreError::Command)?;
         redis.probe().await
     };
     let result = tokio::runtime::Builder::new_current_thread()

@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 
 use super::send::{clerk_event, new_id, signed_headers, unix_now, HeaderFamily};
 use super::{code, exit};
-use crate::client::request_to;
 use crate::config::Config;
+use crate::forward::client::{request_to, Client};
 use crate::route::Upstream;
 use crate::secret::{Key, BASE64};
 use crate::sign::Signer;
@@ -123,155 +123,150 @@ secrets = ["{BILLING_SECRET}"]
     )
 }
 
+/// Which demo key signs a case.
+#[derive(Clone, Copy)]
+enum DemoKey {
+    New,
+    Old,
+    Billing,
+    Forged,
+    Ed25519,
+}
+
 /// One thing the sender does, and what the contract says must come of it.
 struct Case {
     name: &'static str,
     path: &'static str,
-    signer: Signer,
+    key: DemoKey,
     family: HeaderFamily,
     event: &'static str,
     /// `None`: a new id; `Some(i)`: the id of case `i` again.
     reuse_id_of: Option<usize>,
     timestamp_offset: i64,
-    expect_status: u16,
-    expect_outcome: &'static str,
-    expect_reached: bool,
+    /// Status, outcome label, and whether the backend saw it.
+    expect: (u16, &'static str, bool),
 }
 
-fn signer(secret: &str) -> Signer {
-    let key = Key::decode(secret).expect("demo secrets decode");
-    Signer::try_from(&key).expect("demo secrets sign")
+const CLERK: &str = "/webhooks/clerk";
+const BILLING: &str = "/webhooks/billing";
+
+impl Case {
+    const fn new(
+        name: &'static str,
+        path: &'static str,
+        key: DemoKey,
+        event: &'static str,
+        expect: (u16, &'static str, bool),
+    ) -> Case {
+        Case {
+            name,
+            path,
+            key,
+            family: HeaderFamily::Svix,
+            event,
+            reuse_id_of: None,
+            timestamp_offset: 0,
+            expect,
+        }
+    }
+
+    /// With the id of case `i`.
+    const fn again(self, i: usize) -> Case {
+        Case {
+            reuse_id_of: Some(i),
+            ..self
+        }
+    }
 }
 
-fn cases(ed25519: &Signer) -> Vec<Case> {
-    let case = |name, path, signer: Signer, event, status, outcome, reached| Case {
-        name,
-        path,
-        signer,
-        family: HeaderFamily::Svix,
-        event,
-        reuse_id_of: None,
-        timestamp_offset: 0,
-        expect_status: status,
-        expect_outcome: outcome,
-        expect_reached: reached,
-    };
-    let clerk = "/webhooks/clerk";
-    let billing = "/webhooks/billing";
-    vec![
-        case(
-            "valid event",
-            clerk,
-            signer(NEW_SECRET),
+/// The cases, in order.
+const CASES: [Case; 11] = [
+    Case::new(
+        "valid event",
+        CLERK,
+        DemoKey::New,
+        "user.created",
+        (200, "forwarded", true),
+    ),
+    Case::new(
+        "same id again (retry)",
+        CLERK,
+        DemoKey::New,
+        "user.created",
+        (200, "duplicate", false),
+    )
+    .again(0),
+    Case::new(
+        "forged signature",
+        CLERK,
+        DemoKey::Forged,
+        "user.created",
+        (401, "invalid_signature", false),
+    ),
+    Case {
+        timestamp_offset: -600,
+        ..Case::new(
+            "stale timestamp (10 min)",
+            CLERK,
+            DemoKey::New,
             "user.created",
-            200,
-            "forwarded",
-            true,
-        ),
-        Case {
-            reuse_id_of: Some(0),
-            ..case(
-                "same id again (retry)",
-                clerk,
-                signer(NEW_SECRET),
-                "user.created",
-                200,
-                "duplicate",
-                false,
-            )
-        },
-        case(
-            "forged signature",
-            clerk,
-            signer(FORGED_SECRET),
-            "user.created",
-            401,
-            "invalid_signature",
-            false,
-        ),
-        Case {
-            timestamp_offset: -600,
-            ..case(
-                "stale timestamp (10 min)",
-                clerk,
-                signer(NEW_SECRET),
-                "user.created",
-                401,
-                "timestamp_too_old",
-                false,
-            )
-        },
-        case(
-            "old secret, still in rotation",
-            clerk,
-            signer(OLD_SECRET),
-            "user.updated",
-            200,
-            "forwarded",
-            true,
-        ),
-        case(
-            "filtered type (drop rule)",
-            billing,
-            signer(BILLING_SECRET),
-            "session.ended",
-            200,
-            "filtered",
-            false,
-        ),
-        case(
-            "filtered type (no rule)",
-            billing,
-            signer(BILLING_SECRET),
-            "user.created",
-            200,
-            "filtered",
-            false,
-        ),
-        case(
-            "upstream fails (503)",
-            billing,
-            signer(BILLING_SECRET),
-            "invoice.paid",
-            503,
-            "upstream_rejected",
-            true,
-        ),
-        Case {
-            reuse_id_of: Some(7),
-            ..case(
-                "its retry",
-                billing,
-                signer(BILLING_SECRET),
-                "invoice.paid",
-                200,
-                "forwarded",
-                true,
-            )
-        },
-        Case {
-            family: HeaderFamily::Webhook,
-            ..case(
-                "Standard Webhooks headers",
-                clerk,
-                signer(NEW_SECRET),
-                "user.deleted",
-                200,
-                "forwarded",
-                true,
-            )
-        },
-        case(
-            "v1a (ed25519) signature",
-            clerk,
-            ed25519.clone(),
-            "organizationMembership.created",
-            200,
-            "forwarded",
-            true,
-        ),
-    ]
-}
+            (401, "timestamp_too_old", false),
+        )
+    },
+    Case::new(
+        "old secret, still in rotation",
+        CLERK,
+        DemoKey::Old,
+        "user.updated",
+        (200, "forwarded", true),
+    ),
+    Case::new(
+        "filtered type (drop rule)",
+        BILLING,
+        DemoKey::Billing,
+        "session.ended",
+        (200, "filtered", false),
+    ),
+    Case::new(
+        "filtered type (no rule)",
+        BILLING,
+        DemoKey::Billing,
+        "user.created",
+        (200, "filtered", false),
+    ),
+    Case::new(
+        "upstream fails (503)",
+        BILLING,
+        DemoKey::Billing,
+        "invoice.paid",
+        (503, "upstream_rejected", true),
+    ),
+    Case::new(
+        "its retry",
+        BILLING,
+        DemoKey::Billing,
+        "invoice.paid",
+        (200, "forwarded", true),
+    )
+    .again(7),
+    Case {
+        family: HeaderFamily::Webhook,
+        ..Case::new(
+            "Standard Webhooks headers",
+            CLERK,
+            DemoKey::New,
+            "user.deleted",
+            (200, "forwarded", true),
+        )
+    },
+    Case::new(
+        "v1a (ed25519) signature",
+        CLERK,
+        DemoKey::Ed25519,
+        "organizationMembership.created",
+        (200, "forwarded", true),
+    ),
+];
 
 /// The outcome label a reply stands for: hookwall's own JSON, or the upstream's answer.
 fn outcome_of(status: StatusCode, body: &[u8]) -> String {
@@ -297,18 +292,14 @@ pub async fn run() -> ExitCode {
     }
 }
 
-async fn demo() -> Result<bool, Box<dyn std::error::Error>> {
+type DemoError = Box<dyn std::error::Error>;
+
+async fn demo() -> Result<bool, DemoError> {
     let started = std::time::Instant::now();
     let (backend, seen) = echo_backend().await?;
-    let ed25519 = ed25519_dalek::SigningKey::from_bytes(&ED25519_SEED);
-    let public_key = format!("whpk_{}", BASE64.encode(ed25519.verifying_key().as_bytes()));
-    let ed25519 = signer(&format!(
-        "whsk_{}",
-        BASE64.encode(ed25519.to_keypair_bytes())
-    ));
-
+    let keys = Keys::new();
     let config = Config::parse(
-        &demo_config(backend, &public_key),
+        &demo_config(backend, &keys.public),
         Path::new("(built-in demo config)"),
         &[],
     )?;
@@ -319,85 +310,9 @@ async fn demo() -> Result<bool, Box<dyn std::error::Error>> {
     let running = tokio::spawn(crate::run(config, public, admin, requests));
 
     println!("hookwall demo: backend {backend}, proxy {proxy}, admin {admin_addr}\n");
-    let client = crate::client::build(None)?;
-    let endpoint = |path: &str| Upstream::parse(&format!("http://{proxy}{path}"));
-    let cases = cases(&ed25519);
-    let mut ids: Vec<String> = Vec::new();
-    let mut all_ok = true;
-    println!(
-        "{:<32} {:>6}  {:<20} {:<8} as expected",
-        "case", "status", "outcome", "backend"
-    );
-    for case in &cases {
-        let id = match case.reuse_id_of {
-            Some(i) => ids[i].clone(),
-            None => new_id(),
-        };
-        ids.push(id.clone());
-        let body = clerk_event(case.event);
-        let timestamp = unix_now().saturating_add_signed(case.timestamp_offset);
-        let before = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
-        let endpoint = endpoint(case.path)?;
-        let mut request = request_to(&endpoint, Method::POST, Bytes::from(body.clone()));
-        request.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        request.headers_mut().extend(signed_headers(
-            &case.signer,
-            case.family,
-            &id,
-            timestamp,
-            &body,
-        ));
-        let (response, connection) = client.send(&endpoint.origin, request).await?;
-        let status = response.status();
-        let reply = response.into_body().collect().await?.to_bytes();
-        connection.reuse();
-        let reached = seen.lock().unwrap_or_else(|e| e.into_inner()).len() > before;
-        let outcome = outcome_of(status, &reply);
-        let ok = status.as_u16() == case.expect_status
-            && outcome == case.expect_outcome
-            && reached == case.expect_reached;
-        all_ok &= ok;
-        println!(
-            "{:<32} {:>6}  {:<20} {:<8} {}",
-            case.name,
-            status.as_u16(),
-            outcome,
-            if reached { "yes" } else { "no" },
-            if ok {
-                "yes".to_owned()
-            } else {
-                format!(
-                    "NO: expected {} {} backend={}",
-                    case.expect_status, case.expect_outcome, case.expect_reached
-                )
-            }
-        );
-    }
-
-    let scrape = Upstream::parse(&format!("http://{admin_addr}/metrics"))?;
-    let (response, _connection) = client
-        .send(
-            &scrape.origin,
-            request_to(&scrape, Method::GET, Bytes::new()),
-        )
-        .await?;
-    let metrics = response.into_body().collect().await?.to_bytes();
-    println!("\nmetrics that moved (from http://{admin_addr}/metrics):");
-    for line in String::from_utf8_lossy(&metrics).lines() {
-        let moved = !line.starts_with('#')
-            && !line.contains("_bucket")
-            && !line.contains("_sum")
-            && !line.ends_with(" 0")
-            && !line.starts_with("hookwall_build_info")
-            && !line.starts_with("hookwall_last_verified");
-        if moved {
-            println!("  {line}");
-        }
-    }
-
+    let client = crate::forward::client::build(None)?;
+    let all_ok = send_cases(&client, proxy, &keys, &seen).await?;
+    print_metrics(&client, admin_addr).await?;
     let _ = control.send(Control::Shutdown).await;
     running.await??;
     println!(
@@ -410,4 +325,134 @@ async fn demo() -> Result<bool, Box<dyn std::error::Error>> {
         started.elapsed()
     );
     Ok(all_ok)
+}
+
+/// The demo's signers, and the `whpk_` public key the config verifies `v1a` with.
+struct Keys {
+    new: Signer,
+    old: Signer,
+    billing: Signer,
+    forged: Signer,
+    ed25519: Signer,
+    public: String,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let ed25519 = ed25519_dalek::SigningKey::from_bytes(&ED25519_SEED);
+        Keys {
+            new: signer(NEW_SECRET),
+            old: signer(OLD_SECRET),
+            billing: signer(BILLING_SECRET),
+            forged: signer(FORGED_SECRET),
+            ed25519: signer(&format!(
+                "whsk_{}",
+                BASE64.encode(ed25519.to_keypair_bytes())
+            )),
+            public: format!("whpk_{}", BASE64.encode(ed25519.verifying_key().as_bytes())),
+        }
+    }
+
+    fn signer(&self, key: DemoKey) -> &Signer {
+        match key {
+            DemoKey::New => &self.new,
+            DemoKey::Old => &self.old,
+            DemoKey::Billing => &self.billing,
+            DemoKey::Forged => &self.forged,
+            DemoKey::Ed25519 => &self.ed25519,
+        }
+    }
+}
+
+fn signer(secret: &str) -> Signer {
+    let key = Key::decode(secret).expect("demo secrets decode");
+    Signer::try_from(&key).expect("demo secrets sign")
+}
+
+/// Sends every case and prints a row for each: whether all behaved as expected.
+async fn send_cases(
+    client: &Client,
+    proxy: SocketAddr,
+    keys: &Keys,
+    seen: &Seen,
+) -> Result<bool, DemoError> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut all_ok = true;
+    println!(
+        "{:<32} {:>6}  {:<20} {:<8} as expected",
+        "case", "status", "outcome", "backend"
+    );
+    for case in &CASES {
+        let id = match case.reuse_id_of {
+            Some(i) => ids[i].clone(),
+            None => new_id(),
+        };
+        ids.push(id.clone());
+        let before = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let (status, outcome) = send_case(client, proxy, keys, case, &id).await?;
+        let reached = seen.lock().unwrap_or_else(|e| e.into_inner()).len() > before;
+        let ok = (status, outcome.as_str(), reached) == case.expect;
+        all_ok &= ok;
+        let (status_wanted, outcome_wanted, reached_wanted) = case.expect;
+        println!(
+            "{:<32} {:>6}  {:<20} {:<8} {}",
+            case.name,
+            status,
+            outcome,
+            if reached { "yes" } else { "no" },
+            if ok {
+                "yes".to_owned()
+            } else {
+                format!("NO: expected {status_wanted} {outcome_wanted} backend={reached_wanted}")
+            }
+        );
+    }
+    Ok(all_ok)
+}
+
+/// One case's request, signed as it says: the status and the outcome it stands for.
+async fn send_case(
+    client: &Client,
+    proxy: SocketAddr,
+    keys: &Keys,
+    case: &Case,
+    id: &str,
+) -> Result<(u16, String), DemoError> {
+    let body = clerk_event(case.event);
+    let timestamp = unix_now().saturating_add_signed(case.timestamp_offset);
+    let endpoint = Upstream::parse(&format!("http://{proxy}{}", case.path))?;
+    let mut request = request_to(&endpoint, Method::POST, Bytes::from(body.clone()));
+    let headers = request.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let signer = keys.signer(case.key);
+    headers.extend(signed_headers(signer, case.family, id, timestamp, &body));
+    let (response, connection) = client.send(&endpoint.origin, request).await?;
+    let status = response.status();
+    let reply = response.into_body().collect().await?.to_bytes();
+    connection.reuse();
+    Ok((status.as_u16(), outcome_of(status, &reply)))
+}
+
+/// Prints the metrics that moved.
+async fn print_metrics(client: &Client, admin: SocketAddr) -> Result<(), DemoError> {
+    let scrape = Upstream::parse(&format!("http://{admin}/metrics"))?;
+    let request = request_to(&scrape, Method::GET, Bytes::new());
+    let (response, _connection) = client.send(&scrape.origin, request).await?;
+    let metrics = response.into_body().collect().await?.to_bytes();
+    println!("\nmetrics that moved (from http://{admin}/metrics):");
+    for line in String::from_utf8_lossy(&metrics).lines() {
+        let moved = !line.starts_with('#')
+            && !line.contains("_bucket")
+            && !line.contains("_sum")
+            && !line.ends_with(" 0")
+            && !line.starts_with("hookwall_build_info")
+            && !line.starts_with("hookwall_last_verified");
+        if moved {
+            println!("  {line}");
+        }
+    }
+    Ok(())
 }

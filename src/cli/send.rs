@@ -146,7 +146,8 @@ pub async fn run(args: SendArgs) -> ExitCode {
     let id = args.id.clone().unwrap_or_else(new_id);
     let timestamp = args.timestamp.unwrap_or_else(unix_now);
 
-    let mut request = crate::client::request_to(&upstream, Method::POST, Bytes::from(body.clone()));
+    let mut request =
+        crate::forward::client::request_to(&upstream, Method::POST, Bytes::from(body.clone()));
     let headers = request.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
@@ -159,7 +160,7 @@ pub async fn run(args: SendArgs) -> ExitCode {
     headers.extend(signed_headers(&signer, args.headers, &id, timestamp, &body));
     let sent = request.headers().clone();
 
-    let client = match crate::client::build(None) {
+    let client = match crate::forward::client::build(None) {
         Ok(client) => client,
         Err(err) => {
             eprintln!("hookwall send: {err}");

@@ -1,20 +1,18 @@
 //! Checking what the file says and building the typed config from it, collecting every
 //! problem with its key.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawRedis, RawRoute};
+use super::raw::{RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis};
+use super::route::{routes, RouteDefaults};
 use super::*;
-use crate::route::{Action, Glob, Rule, Rules, Upstream};
-use crate::secret::{Key, SecretSource};
-use crate::verify::{Verifier, VerifyKey};
+use crate::route::Upstream;
+use crate::secret::SecretSource;
 
-fn duration(problems: &mut Problems, key: &str, text: &str) -> Option<Duration> {
+pub(super) fn duration(problems: &mut Problems, key: &str, text: &str) -> Option<Duration> {
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => {
             problems.add(key, format!("{text:?} must be longer than zero"));
@@ -87,7 +85,7 @@ fn socket_addr(problems: &mut Problems, key: &str, text: &str) -> Option<SocketA
     }
 }
 
-fn at_least_one<T: PartialOrd + From<u8> + fmt::Display>(
+pub(super) fn at_least_one<T: PartialOrd + From<u8> + fmt::Display>(
     problems: &mut Problems,
     key: &str,
     value: T,
@@ -98,27 +96,71 @@ fn at_least_one<T: PartialOrd + From<u8> + fmt::Display>(
     value
 }
 
-fn upstream(problems: &mut Problems, key: &str, text: &str) -> Option<Upstream> {
+pub(super) fn upstream(problems: &mut Problems, key: &str, text: &str) -> Option<Upstream> {
     Upstream::parse(text)
         .map_err(|message| problems.add(key, message))
         .ok()
 }
 
+/// The typed config from what the file says, every problem collected in `problems`.
 pub(super) fn build(
     raw: RawConfig,
     file: &Path,
     base_dir: &Path,
     problems: &mut Problems,
 ) -> Option<Config> {
-    let listen_addr = socket_addr(problems, "listen.addr", &raw.listen.addr);
-    let admin_addr = socket_addr(problems, "admin.addr", &raw.admin.addr);
+    let (listen, admin_addr) = listen(raw.listen, raw.admin, base_dir, problems);
+    let (limits, per_route) = limits(raw.limits, problems);
+    let tolerance = duration(problems, "verify.tolerance", &raw.verify.tolerance);
+    let dedup = dedup(raw.dedup, tolerance, problems);
+    let redis = raw.redis.and_then(|r| redis_section(r, base_dir, problems));
+    if dedup.is_some_and(|d| d.store == StoreKind::Redis)
+        && redis.is_none()
+        && !problems.has("redis")
+    {
+        problems.add(
+            "dedup.store",
+            "\"redis\" needs a [redis] section (at least `url`)",
+        );
+    }
+    let log = log(raw.log, problems);
+    let defaults = RouteDefaults {
+        tolerance_secs: tolerance.map_or(0, |t| t.as_secs()),
+        upstream_timeout: per_route.0,
+        upstream_deadline: per_route.1,
+        // A [redis] section with problems of its own is reported once, not per stream rule.
+        redis_section_given: redis.is_some() || problems.has("redis"),
+    };
+    let routes = routes(raw.routes, base_dir, &defaults, problems);
+    Some(Config {
+        file: file.to_owned(),
+        listen: listen?,
+        admin_addr: admin_addr?,
+        limits: limits?,
+        tolerance: tolerance?,
+        dedup: dedup?,
+        redis,
+        log: log?,
+        routes,
+    })
+}
+
+/// `[listen]` and `[admin]`: addresses that do not clash, TLS files read.
+fn listen(
+    raw: RawListen,
+    admin: RawAdmin,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> (Option<Listen>, Option<SocketAddr>) {
+    let listen_addr = socket_addr(problems, "listen.addr", &raw.addr);
+    let admin_addr = socket_addr(problems, "admin.addr", &admin.addr);
     if let (Some(a), Some(b)) = (listen_addr, admin_addr) {
         // Port 0 asks the OS for a free port, so two of them do not clash.
         if a == b && a.port() != 0 {
             problems.add("admin.addr", format!("{b} is also listen.addr"));
         }
     }
-    let tls = match (raw.listen.tls_cert, raw.listen.tls_key) {
+    let tls = match (raw.tls_cert, raw.tls_key) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
             let (cert, key) = (base_dir.join(cert), base_dir.join(key));
@@ -139,30 +181,38 @@ pub(super) fn build(
             None
         }
     };
+    let listen = listen_addr.map(|addr| Listen {
+        addr,
+        tls,
+        trust_forwarded_headers: raw.trust_forwarded_headers,
+    });
+    (listen, admin_addr)
+}
 
-    let l = raw.limits;
+/// `[limits]`, and the per-route defaults it sets (`upstream_timeout`, `upstream_deadline`).
+fn limits(
+    l: RawLimits,
+    problems: &mut Problems,
+) -> (Option<Limits>, (Option<Duration>, Option<Duration>)) {
+    let count = |problems: &mut Problems, key: &str, n: usize| {
+        at_least_one(problems, &format!("limits.{key}"), n as u64) as usize
+    };
     let max_body_bytes = at_least_one(problems, "limits.max_body_bytes", l.max_body_bytes);
-    let max_headers = at_least_one(problems, "limits.max_headers", l.max_headers as u64) as usize;
-    let max_header_bytes = at_least_one(
-        problems,
-        "limits.max_header_bytes",
-        l.max_header_bytes as u64,
-    ) as usize;
-    let max_connections =
-        at_least_one(problems, "limits.max_connections", l.max_connections as u64) as usize;
-    let h2_streams = at_least_one(
+    let max_headers = count(problems, "max_headers", l.max_headers);
+    let max_header_bytes = count(problems, "max_header_bytes", l.max_header_bytes);
+    let max_connections = count(problems, "max_connections", l.max_connections);
+    let h2_max_concurrent_streams = at_least_one(
         problems,
         "limits.h2_max_concurrent_streams",
         l.h2_max_concurrent_streams,
     );
-    let header_read_timeout = duration(
-        problems,
-        "limits.header_read_timeout",
-        &l.header_read_timeout,
+    let mut time = |key: &str, text: &str| duration(problems, &format!("limits.{key}"), text);
+    let header_read_timeout = time("header_read_timeout", &l.header_read_timeout);
+    let body_read_timeout = time("body_read_timeout", &l.body_read_timeout);
+    let per_route = (
+        time("upstream_timeout", &l.upstream_timeout),
+        time("upstream_deadline", &l.upstream_deadline),
     );
-    let body_read_timeout = duration(problems, "limits.body_read_timeout", &l.body_read_timeout);
-    let upstream_timeout = duration(problems, "limits.upstream_timeout", &l.upstream_timeout);
-    let upstream_deadline = duration(problems, "limits.upstream_deadline", &l.upstream_deadline);
     let shutdown_delay = duration_or_zero(problems, "limits.shutdown_delay", &l.shutdown_delay);
     let shutdown_grace = duration(problems, "limits.shutdown_grace", &l.shutdown_grace);
     let idle_timeout = duration(problems, "limits.idle_timeout", &l.idle_timeout);
@@ -178,13 +228,36 @@ pub(super) fn build(
         );
     }
     let workers = match l.workers {
-        Some(n) => at_least_one(problems, "limits.workers", n as u64) as usize,
+        Some(n) => count(problems, "workers", n),
         None => default_workers(),
     };
+    let limits = (|| {
+        Some(Limits {
+            max_body_bytes,
+            max_headers,
+            max_header_bytes,
+            header_read_timeout: header_read_timeout?,
+            body_read_timeout: body_read_timeout?,
+            max_connections,
+            h2_max_concurrent_streams,
+            shutdown_delay: shutdown_delay?,
+            shutdown_grace: shutdown_grace?,
+            idle_timeout: idle_timeout?,
+            max_buffered_bytes,
+            workers,
+        })
+    })();
+    (limits, per_route)
+}
 
-    let tolerance = duration(problems, "verify.tolerance", &raw.verify.tolerance);
-    let capacity = at_least_one(problems, "dedup.capacity", raw.dedup.capacity as u64) as usize;
-    let ttl = match &raw.dedup.ttl {
+/// `[dedup]`: capacity, a ttl no shorter than the tolerance, the store and its policy.
+fn dedup(
+    raw: RawDedup,
+    tolerance: Option<Duration>,
+    problems: &mut Problems,
+) -> Option<DedupConfig> {
+    let capacity = at_least_one(problems, "dedup.capacity", raw.capacity as u64) as usize;
+    let ttl = match &raw.ttl {
         Some(text) => {
             let ttl = duration(problems, "dedup.ttl", text);
             if let (Some(ttl), Some(tolerance)) = (ttl, tolerance) {
@@ -203,138 +276,52 @@ pub(super) fn build(
         }
         None => tolerance.map(|t| (t * 3).max(defaults::DEDUP_TTL_FLOOR)),
     };
-
-    let store = match raw.dedup.store.as_str() {
+    let store = match raw.store.as_str() {
         "memory" => Some(StoreKind::Memory),
         "redis" => Some(StoreKind::Redis),
         other => {
-            problems.add(
-                "dedup.store",
-                format!("{other:?} is neither \"memory\" nor \"redis\""),
-            );
+            let message = format!("{other:?} is neither \"memory\" nor \"redis\"");
+            problems.add("dedup.store", message);
             None
         }
     };
-    let on_store_error = match raw.dedup.on_store_error.as_str() {
+    let on_store_error = match raw.on_store_error.as_str() {
         "refuse" => Some(OnStoreError::Refuse),
         "local" => Some(OnStoreError::Local),
         other => {
-            problems.add(
-                "dedup.on_store_error",
-                format!("{other:?} is neither \"refuse\" nor \"local\""),
-            );
+            let message = format!("{other:?} is neither \"refuse\" nor \"local\"");
+            problems.add("dedup.on_store_error", message);
             None
         }
     };
-    let redis = raw.redis.and_then(|r| redis_section(r, base_dir, problems));
-    if store == Some(StoreKind::Redis) && redis.is_none() && !problems.has("redis") {
-        problems.add(
-            "dedup.store",
-            "\"redis\" needs a [redis] section (at least `url`)",
-        );
-    }
+    Some(DedupConfig {
+        capacity,
+        ttl: ttl?,
+        store: store?,
+        on_store_error: on_store_error?,
+    })
+}
 
-    let format = match raw.log.format.as_str() {
+/// `[log]`: the format, and a level tracing can parse.
+fn log(raw: RawLog, problems: &mut Problems) -> Option<LogConfig> {
+    let format = match raw.format.as_str() {
         "text" => Some(LogFormat::Text),
         "json" => Some(LogFormat::Json),
         other => {
-            problems.add(
-                "log.format",
-                format!("{other:?} is neither \"text\" nor \"json\""),
-            );
+            let message = format!("{other:?} is neither \"text\" nor \"json\"");
+            problems.add("log.format", message);
             None
         }
     };
-    if let Err(err) = check_filter(&raw.log.level) {
+    if let Err(err) = check_filter(&raw.level) {
         problems.add(
             "log.level",
-            format!("invalid log filter {:?}: {err}", raw.log.level),
+            format!("invalid log filter {:?}: {err}", raw.level),
         );
     }
-
-    if raw.routes.is_empty() {
-        problems.add("routes", "no routes: add at least one [[routes]] table");
-    }
-    let tolerance_secs = tolerance.map_or(0, |t| t.as_secs());
-    // A [redis] section with problems of its own is reported once, not per stream rule.
-    let redis_section_given = redis.is_some() || problems.has("redis");
-    let mut names = HashSet::new();
-    let mut paths = HashSet::new();
-    let mut routes = Vec::new();
-    for (i, raw_route) in raw.routes.into_iter().enumerate() {
-        // Duplicates are checked on what was written, so a route with other problems
-        // still shows its clash.
-        let mut path_clash = false;
-        if let Some(path) = &raw_route.path {
-            if !paths.insert(path.clone()) {
-                path_clash = true;
-                problems.add(
-                    format!("routes[{i}].path"),
-                    format!("{path:?} is used by an earlier route"),
-                );
-            }
-        }
-        // A name taken from a clashing path would only repeat the clash.
-        let name = raw_route
-            .name
-            .as_ref()
-            .or(raw_route.path.as_ref().filter(|_| !path_clash));
-        if let Some(name) = name {
-            if name == crate::metrics::UNMATCHED {
-                problems.add(format!("routes[{i}].name"), format!("{name:?} is reserved"));
-            } else if !names.insert(name.clone()) {
-                problems.add(
-                    format!("routes[{i}].name"),
-                    format!("{name:?} is used by an earlier route"),
-                );
-            }
-        }
-        routes.extend(build_route(
-            raw_route,
-            i,
-            base_dir,
-            tolerance_secs,
-            (upstream_timeout, upstream_deadline),
-            redis_section_given,
-            problems,
-        ));
-    }
-
-    Some(Config {
-        file: file.to_owned(),
-        listen: Listen {
-            addr: listen_addr?,
-            tls,
-            trust_forwarded_headers: raw.listen.trust_forwarded_headers,
-        },
-        admin_addr: admin_addr?,
-        limits: Limits {
-            max_body_bytes,
-            max_headers,
-            max_header_bytes,
-            header_read_timeout: header_read_timeout?,
-            body_read_timeout: body_read_timeout?,
-            max_connections,
-            h2_max_concurrent_streams: h2_streams,
-            shutdown_delay: shutdown_delay?,
-            shutdown_grace: shutdown_grace?,
-            idle_timeout: idle_timeout?,
-            max_buffered_bytes,
-            workers,
-        },
-        tolerance: tolerance?,
-        dedup: DedupConfig {
-            capacity,
-            ttl: ttl?,
-            store: store?,
-            on_store_error: on_store_error?,
-        },
-        redis,
-        log: LogConfig {
-            format: format?,
-            level: raw.log.level,
-        },
-        routes,
+    Some(LogConfig {
+        format: format?,
+        level: raw.level,
     })
 }
 
@@ -399,199 +386,6 @@ fn redis_section(raw: RawRedis, base_dir: &Path, problems: &mut Problems) -> Opt
         key_prefix: prefix,
         timeout: timeout?,
         stream_max_len,
-        ca_file,
-    })
-}
-
-/// A stream rule's Redis key: non-empty visible ASCII (it is also written in log lines).
-fn stream_name(problems: &mut Problems, key: &str, name: String) -> Option<Action> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
-        problems.add(
-            key,
-            format!("{name:?} must be non-empty visible ASCII without spaces"),
-        );
-        return None;
-    }
-    Some(Action::Stream(name.into()))
-}
-
-fn build_route(
-    raw: RawRoute,
-    i: usize,
-    base_dir: &Path,
-    tolerance_secs: u64,
-    (default_timeout, default_deadline): (Option<Duration>, Option<Duration>),
-    redis_section_given: bool,
-    problems: &mut Problems,
-) -> Option<Route> {
-    let at = |key: &str| format!("routes[{i}].{key}");
-    let start = problems.0.len();
-
-    let path = match raw.path {
-        Some(path) if path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) => path,
-        Some(path) => {
-            problems.add(
-                at("path"),
-                format!("{path:?} must start with \"/\" and be visible ASCII"),
-            );
-            path
-        }
-        None => {
-            problems.add(at("path"), "missing: every route needs a path");
-            String::new()
-        }
-    };
-    let name: Arc<str> = match raw.name {
-        // The name travels in the `hookwall-route` header and in metric labels.
-        Some(name) if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) => {
-            problems.add(
-                at("name"),
-                format!("{name:?} must be non-empty visible ASCII without spaces"),
-            );
-            name.into()
-        }
-        Some(name) => name.into(),
-        None => path.as_str().into(),
-    };
-
-    if raw.secrets.is_empty() {
-        problems.add(at("secrets"), "missing: at least one secret is needed");
-    }
-    let mut sources = Vec::new();
-    let mut keys = Vec::new();
-    for (j, spec) in raw.secrets.iter().enumerate() {
-        let source = SecretSource::parse(spec, base_dir);
-        match source.resolve().and_then(|value| Key::decode(&value)) {
-            Ok(key) => keys.push(VerifyKey::from(&key)),
-            Err(err) => problems.add(
-                format!("routes[{i}].secrets[{j}]"),
-                format!("{source}: {err}"),
-            ),
-        }
-        sources.push(source);
-    }
-
-    let rules = match (raw.upstream, raw.rules) {
-        (Some(url), None) => upstream(problems, &at("upstream"), &url).map(|up| {
-            Rules(vec![Rule {
-                events: vec![Glob::new("*")],
-                action: Action::Forward(Box::new(up)),
-            }])
-        }),
-        (None, Some(raw_rules)) => {
-            if raw_rules.is_empty() {
-                problems.add(at("rules"), "is empty: add a rule or use `upstream`");
-            }
-            let mut rules = Vec::new();
-            for (j, rule) in raw_rules.into_iter().enumerate() {
-                let key = |k: &str| format!("routes[{i}].rules[{j}].{k}");
-                if rule.events.is_empty() {
-                    problems.add(key("events"), "is empty: list at least one event pattern");
-                }
-                let action = match (rule.upstream, rule.action.as_deref(), rule.stream) {
-                    (Some(url), None, None) => upstream(problems, &key("upstream"), &url)
-                        .map(|up| Action::Forward(Box::new(up))),
-                    (None, Some("drop"), None) => Some(Action::Drop),
-                    (None, None, Some(_)) if !redis_section_given => {
-                        problems.add(
-                            key("stream"),
-                            "a stream rule needs a [redis] section (at least `url`)",
-                        );
-                        None
-                    }
-                    (None, None, Some(name)) => stream_name(problems, &key("stream"), name),
-                    (None, Some(other), None) => {
-                        problems.add(
-                            key("action"),
-                            format!("{other:?} is not an action; the only one is \"drop\""),
-                        );
-                        None
-                    }
-                    (None, None, None) => {
-                        problems.add(
-                            key("upstream"),
-                            "missing: a rule needs `upstream`, `stream` or `action = \"drop\"`",
-                        );
-                        None
-                    }
-                    _ => {
-                        problems.add(
-                            key("action"),
-                            "a rule has one of `upstream`, `stream` or `action = \"drop\"`, \
-                             not several",
-                        );
-                        None
-                    }
-                };
-                if let Some(action) = action {
-                    rules.push(Rule {
-                        events: rule.events.iter().map(|e| Glob::new(e)).collect(),
-                        action,
-                    });
-                }
-            }
-            Some(Rules(rules))
-        }
-        (Some(_), Some(_)) => {
-            problems.add(
-                at("upstream"),
-                "a route has either `upstream` or `rules`, not both",
-            );
-            None
-        }
-        (None, None) => {
-            problems.add(
-                at("upstream"),
-                "missing: a route needs `upstream` or `rules`",
-            );
-            None
-        }
-    };
-
-    let upstream_timeout = match raw.upstream_timeout {
-        Some(text) => duration(problems, &at("upstream_timeout"), &text),
-        None => default_timeout,
-    };
-    let upstream_deadline = match raw.upstream_deadline {
-        Some(text) => duration(problems, &at("upstream_deadline"), &text),
-        None => default_deadline,
-    };
-    if let (Some(timeout), Some(deadline)) = (upstream_timeout, upstream_deadline) {
-        if deadline < timeout {
-            problems.add(
-                at("upstream_deadline"),
-                format!(
-                    "{} is shorter than upstream_timeout ({}): a forward would be \
-                     abandoned while its sender still waits",
-                    humantime::format_duration(deadline),
-                    humantime::format_duration(timeout)
-                ),
-            );
-        }
-    }
-    let max_in_flight = match raw.max_in_flight {
-        Some(n) => at_least_one(problems, &at("max_in_flight"), n as u64) as usize,
-        None => defaults::MAX_IN_FLIGHT,
-    };
-    let ca_file = raw.ca_file.map(|p| base_dir.join(p));
-    if let Some(ca) = &ca_file {
-        if let Err(err) = crate::tls::load_roots(ca) {
-            problems.add(at("ca_file"), err.to_string());
-        }
-    }
-
-    if problems.0.len() > start {
-        return None;
-    }
-    Some(Route {
-        name,
-        path,
-        secrets: sources,
-        verifier: Verifier::new(keys, tolerance_secs),
-        rules: rules?,
-        upstream_timeout: upstream_timeout?,
-        upstream_deadline: upstream_deadline?,
-        max_in_flight,
         ca_file,
     })
 }

@@ -93,6 +93,7 @@ const ENV_PREFIX: &str = "HOOKWALL_";
 
 mod build;
 mod raw;
+mod route;
 #[cfg(test)]
 mod tests;
 

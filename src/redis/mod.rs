@@ -3,52 +3,21 @@
 //! command bounded by `redis.timeout`, an answer at once while Redis is known to be down,
 //! and reconnection in the background. A connection counts as up only once a probe has
 //! *written* (so a server left READONLY after a failover stays down until it is writable
-//! again).
-//!
-//! The dedup protocol (contract §8), on keys `{prefix}:dedup:{route}:{id}`:
-//! - claim: `SET key i:<token> NX PX lease GET` (nil: ours; `i:…`: in flight elsewhere;
-//!   `d:…`: delivered), the token unique to the attempt, the lease renewed while the
-//!   forward runs (`renew`), so a replica that dies frees the id within one lease;
-//! - deliver: `SET key d:<token> PX ttl` (delivered is a fact: no compare needed);
-//! - release: delete only if the value is still this attempt's (a Lua compare-and-delete:
-//!   Debian's Redis 7.0 has neither DELEX nor DELIFEQ);
-//! - lookup (events that are not forwarded): `GET key`.
-//!
-//! Stream rules (contract §9) append with `XADD stream MAXLEN ~ n * field value …`; with
-//! `store = "redis"` the claim and the append are one script (`APPEND_ONCE`): the id is
-//! checked, the entry appended and the id marked delivered in one step, so replicas
-//! racing on one id append it once.
+//! again). The commands are in `commands`, lease renewal in `renewals`.
 
-use std::collections::HashMap;
+mod commands;
+mod renewals;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, FromRedisValue, Script};
+use redis::{AsyncConnectionConfig, Client, FromRedisValue};
 
 use crate::config::RedisConfig;
-use crate::dedup::Seen;
 use crate::metrics::{RedisMetrics, RedisOp};
-use crate::stream::Entry;
-
-/// Deletes KEYS[1] only if it still holds ARGV[1].
-const RELEASE: &str =
-    r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
-
-/// Extends KEYS[1]'s lease to ARGV[2] ms only if it still holds ARGV[1].
-const RENEW: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
-
-/// KEYS[1] the dedup key, KEYS[2] the stream; ARGV[1] ttl ms, ARGV[2] the delivered
-/// value, ARGV[3] the stream's approximate max length, then the entry's fields and values.
-/// Returns `{1, entry id}` once appended, or `{0, value}` if the id was already known.
-const APPEND_ONCE: &str = r"
-local old = redis.call('GET', KEYS[1])
-if old then return {0, old} end
-local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
-return {1, entry}
-";
+use crate::store::StoreError;
 
 /// The shortest lease: a claim is renewed every third of it while its forward runs.
 const MIN_LEASE: Duration = Duration::from_secs(1);
@@ -57,37 +26,6 @@ const MIN_LEASE: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Why the store gave no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("Redis is unreachable (reconnecting in the background)")]
-    Down,
-    #[error("Redis did not answer within redis.timeout ({0:?})")]
-    Timeout(Duration),
-    #[error("Redis refused the command")]
-    Command(#[source] redis::RedisError),
-    #[error("Redis answered {0:?}, which is no dedup value")]
-    Unexpected(String),
-}
-
-impl StoreError {
-    /// Whether the same command may succeed once the connection is back: Redis was
-    /// unreachable, slow, or the connection broke (READONLY included). A command Redis
-    /// refused for what it is would be refused again.
-    pub fn may_pass_later(&self) -> bool {
-        match self {
-            StoreError::Down | StoreError::Timeout(_) => true,
-            StoreError::Command(err) => connection_lost(err),
-            StoreError::Unexpected(_) => false,
-        }
-    }
-
-    /// Whether the command certainly never reached Redis (so nothing of it needs undoing).
-    pub fn never_sent(&self) -> bool {
-        matches!(self, StoreError::Down)
-    }
-}
-
 /// The shared store: one link per worker.
 pub struct Redis {
     client: Client,
@@ -95,35 +33,21 @@ pub struct Redis {
     timeout: Duration,
     links: Vec<Link>,
     metrics: RedisMetrics,
-    release: Script,
-    renew: Script,
-    append_once: Script,
+    scripts: commands::Scripts,
     stream_max_len: u64,
 }
 
 /// One worker's connection: `None` while down. `up` mirrors it for the other workers
 /// (reading it touches no lock and no reference count); `back` wakes the writes waiting
-/// for it to return (`until_up`). `leases`: the claims whose forwards run on this worker,
-/// renewed together by its `keep_leases` task.
+/// for it to return (`until_up`). `renewals`: the claims whose forwards run on this
+/// worker, renewed together by its `renew_leases` task.
 #[derive(Default)]
 struct Link {
     conn: Mutex<Option<MultiplexedConnection>>,
     up: AtomicBool,
     back: tokio::sync::Notify,
     reconnecting: AtomicBool,
-    leases: Mutex<Leases>,
-}
-
-#[derive(Default)]
-struct Leases {
-    next: u64,
-    held: HashMap<u64, Lease>,
-}
-
-struct Lease {
-    key: Arc<str>,
-    token: Arc<str>,
-    since: Instant,
+    renewals: renewals::Renewals,
 }
 
 impl Redis {
@@ -148,9 +72,7 @@ impl Redis {
             timeout: config.timeout,
             links: (0..workers.max(1)).map(|_| Link::default()).collect(),
             metrics,
-            release: Script::new(RELEASE),
-            renew: Script::new(RENEW),
-            append_once: Script::new(APPEND_ONCE),
+            scripts: commands::Scripts::default(),
             stream_max_len: config.stream_max_len,
         })
     }
@@ -170,217 +92,12 @@ impl Redis {
     pub fn start(self: &Arc<Self>, worker: usize) {
         self.reconnect_in_background(worker);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(self.clone().keep_leases(worker));
-        }
-    }
-
-    /// Renews the claim `key` = `token` while its forward runs, until `let_go(worker,
-    /// returned)`: a replica that dies frees the id within one lease. Registering is a
-    /// map insert on this worker's own lock; no task per forward.
-    pub fn hold(&self, worker: usize, key: Arc<str>, token: Arc<str>) -> u64 {
-        let mut leases = self.link(worker).leases();
-        let id = leases.next;
-        leases.next += 1;
-        let since = Instant::now();
-        leases.held.insert(id, Lease { key, token, since });
-        id
-    }
-
-    pub fn let_go(&self, worker: usize, lease: u64) {
-        self.link(worker).leases().held.remove(&lease);
-    }
-
-    /// Every third of the lease, renews the claims held on worker `worker` for at least
-    /// that long (most forwards end well before: they cost nothing here).
-    async fn keep_leases(self: Arc<Self>, worker: usize) {
-        let every = self.lease() / 3;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let due: Vec<(Arc<str>, Arc<str>)> = self
-                .link(worker)
-                .leases()
-                .held
-                .values()
-                .filter(|lease| lease.since.elapsed() >= every)
-                .map(|lease| (lease.key.clone(), lease.token.clone()))
-                .collect();
-            let mut renewals = tokio::task::JoinSet::new();
-            for (key, token) in due {
-                let this = self.clone();
-                renewals.spawn(async move {
-                    match this.renew(worker, &key, &token).await {
-                        Ok(true) => {}
-                        Ok(false) => tracing::warn!(
-                            key = &*key,
-                            "Redis: a claim was gone before its forward ended (Redis lost data?)"
-                        ),
-                        Err(err) => {
-                            tracing::debug!(key = &*key, error = %err, "Redis: renewing a claim failed")
-                        }
-                    }
-                });
-            }
-            while renewals.join_next().await.is_some() {}
+            runtime.spawn(self.clone().renew_leases(worker));
         }
     }
 
     fn link(&self, worker: usize) -> &Link {
         &self.links[worker % self.links.len()]
-    }
-
-    pub async fn claim(
-        self: &Arc<Self>,
-        worker: usize,
-        key: &str,
-        token: &str,
-    ) -> Result<Seen, StoreError> {
-        let lease = self.lease().as_millis() as u64;
-        let value = format!("i:{token}");
-        let old: Option<String> = self
-            .run(worker, RedisOp::Claim, |mut conn| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(lease)
-                    .arg("GET")
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        match old {
-            None => Ok(Seen::New),
-            Some(old) => seen(old),
-        }
-    }
-
-    /// Extends this attempt's lease; false if the claim is no longer this attempt's.
-    pub async fn renew(
-        self: &Arc<Self>,
-        worker: usize,
-        key: &str,
-        token: &str,
-    ) -> Result<bool, StoreError> {
-        let lease = self.lease().as_millis() as u64;
-        let value = format!("i:{token}");
-        let renewed: i64 = self
-            .run(worker, RedisOp::Claim, |mut conn| async move {
-                self.renew
-                    .key(key)
-                    .arg(value)
-                    .arg(lease)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(renewed == 1)
-    }
-
-    pub async fn deliver(
-        self: &Arc<Self>,
-        worker: usize,
-        key: &str,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let ttl = ttl.as_millis() as u64;
-        let value = format!("d:{token}");
-        self.run(worker, RedisOp::Deliver, |mut conn| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl)
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
-    }
-
-    pub async fn release(
-        self: &Arc<Self>,
-        worker: usize,
-        key: &str,
-        token: &str,
-    ) -> Result<(), StoreError> {
-        let value = format!("i:{token}");
-        self.run(worker, RedisOp::Release, |mut conn| async move {
-            self.release
-                .key(key)
-                .arg(value)
-                .invoke_async::<i64>(&mut conn)
-                .await
-        })
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn lookup(self: &Arc<Self>, worker: usize, key: &str) -> Result<Seen, StoreError> {
-        let value: Option<String> = self
-            .run(worker, RedisOp::Lookup, |mut conn| async move {
-                redis::cmd("GET").arg(key).query_async(&mut conn).await
-            })
-            .await?;
-        match value {
-            None => Ok(Seen::New),
-            Some(value) => seen(value),
-        }
-    }
-
-    /// Appends `entry` to `stream` (store = "memory": this process's claim wraps it).
-    /// Returns the entry's id.
-    pub async fn append(
-        self: &Arc<Self>,
-        worker: usize,
-        stream: &str,
-        entry: &Entry,
-    ) -> Result<String, StoreError> {
-        let max_len = self.stream_max_len;
-        self.run(worker, RedisOp::Append, |mut conn| async move {
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(stream).arg("MAXLEN").arg("~").arg(max_len).arg("*");
-            for (name, value) in &entry.fields {
-                cmd.arg(*name).arg(value.as_ref());
-            }
-            cmd.query_async(&mut conn).await
-        })
-        .await
-    }
-
-    /// Appends `entry` to `stream` unless the id at `key` is known, and marks it
-    /// delivered for `ttl`, in one step: the entry's id, or what was known.
-    pub async fn append_once(
-        self: &Arc<Self>,
-        worker: usize,
-        key: &str,
-        token: &str,
-        ttl: Duration,
-        stream: &str,
-        entry: &Entry,
-    ) -> Result<Result<String, Seen>, StoreError> {
-        let ttl = ttl.as_millis() as u64;
-        let max_len = self.stream_max_len;
-        let (appended, value): (i64, String) = self
-            .run(worker, RedisOp::Append, |mut conn| async move {
-                let mut call = self.append_once.key(key);
-                call.key(stream)
-                    .arg(ttl)
-                    .arg(format!("d:{token}"))
-                    .arg(max_len);
-                for (name, value) in &entry.fields {
-                    call.arg(*name).arg(value.as_ref());
-                }
-                call.invoke_async(&mut conn).await
-            })
-            .await?;
-        if appended == 1 {
-            Ok(Ok(value))
-        } else {
-            seen(value).map(Err)
-        }
     }
 
     /// One command on worker `worker`'s link, within `redis.timeout`, counted. While the
@@ -538,10 +255,6 @@ impl Redis {
 }
 
 impl Link {
-    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
-        self.leases.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn current(&self) -> Option<MultiplexedConnection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -559,20 +272,9 @@ impl Link {
     }
 }
 
-/// What a stored value says: `i:` in flight, `d:` delivered.
-fn seen(value: String) -> Result<Seen, StoreError> {
-    if value.starts_with("d:") {
-        Ok(Seen::Delivered)
-    } else if value.starts_with("i:") {
-        Ok(Seen::InFlight)
-    } else {
-        Err(StoreError::Unexpected(value))
-    }
-}
-
 /// Errors after which the connection cannot be trusted: gone, or the server turned into
 /// a read-only replica.
-fn connection_lost(err: &redis::RedisError) -> bool {
+pub fn connection_lost(err: &redis::RedisError) -> bool {
     err.is_io_error()
         || err.is_connection_dropped()
         || err.is_unrecoverable_error()
@@ -619,13 +321,6 @@ fn seed() -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_say_what_is_known() {
-        assert_eq!(seen("d:abc".into()).unwrap(), Seen::Delivered);
-        assert_eq!(seen("i:abc".into()).unwrap(), Seen::InFlight);
-        assert!(seen("x".into()).is_err());
-    }
 
     #[test]
     fn tokens_are_unique_and_hex() {

@@ -1,14 +1,12 @@
 //! The `check` and `send` commands, run as a user runs them: the real binary.
 //! `send` is checked against a receiver that verifies with the official svix library.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::Helper;
+use crate::helpers::Helper;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookwall");
-use common::{OTHER_SECRET, SECRET};
+use crate::helpers::{OTHER_SECRET, SECRET};
 
 fn hookwall(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
@@ -156,7 +154,7 @@ fn send_usage_and_runtime_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("SURELY_UNSET_X is not set"));
 
-    let (refusing, _held) = common::refusing_addr();
+    let (refusing, _held) = crate::helpers::refusing_addr();
     let url = format!("http://{refusing}/");
     let out = hookwall(&["send", &url, "--secret", SECRET], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));

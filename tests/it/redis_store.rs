@@ -3,15 +3,13 @@
 //! proxies in this process where only their memories matter), and so are the faults:
 //! SIGKILL, Redis killed, SIGSTOPped, FLUSHALLed, turned into a read-only replica.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
-use common::running::{config_dir, Running};
-use common::*;
+use crate::helpers::redis_server::RedisServer;
+use crate::helpers::running::{config_dir, Running};
+use crate::helpers::*;
 
 /// The `[dedup]` and `[redis]` tables for `redis`.
 fn store(redis: &RedisServer, on_error: &str, timeout: &str) -> String {
@@ -29,24 +27,6 @@ async fn proxy(redis: &RedisServer, upstream: &Upstream, on_error: &str, timeout
         upstream.url("/")
     ))
     .await
-}
-
-/// A signed event to `url`: status and body.
-async fn send_event(url: &str, id: &str) -> (u16, String) {
-    let body = event("user.created");
-    match try_post(url, &signed(SECRET, id, now(), &body), &body).await {
-        Ok((status, _, reply)) => (status, String::from_utf8_lossy(&reply).into_owned()),
-        Err(err) => (0, err.to_string()),
-    }
-}
-
-/// Waits until the proxy's Redis link is up (it connects in the background).
-async fn redis_up(admin: std::net::SocketAddr) {
-    until("hookwall_redis_up to be 1", async || {
-        let (_, _, body) = get(&format!("http://{admin}/metrics")).await;
-        Metrics::parse(&String::from_utf8_lossy(&body)).get("hookwall_redis_up", &[]) == Some(1.0)
-    })
-    .await;
 }
 
 /// Two hookwall processes on `redis` (`redis.timeout` 250ms: a 2 s lease), forwarding to

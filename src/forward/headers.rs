@@ -1,24 +1,9 @@
-//! Forwarding a verified event: the header rewrite (a pure function) and the upstream
-//! exchange through the pooled client, from connecting to the end of the upstream's body,
-//! which is read up to 64 KiB. How long the sender waits and how long the exchange may go
-//! on are the pipeline's business (`pipeline::forward`).
+//! The upstream request's headers, rewritten from the sender's in place (pure): what a
+//! forward sends, and what a stream entry records.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Full};
-
-use hyper::body::Incoming;
-
-use crate::client::{Client, ClientError};
-use crate::route::Upstream;
-
-/// Most bytes of an upstream's body passed back to the sender: the status is what a sender
-/// acts on, and the bound keeps a misbehaving upstream from costing memory.
-pub const MAX_REPLY_BODY_BYTES: usize = 64 * 1024;
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1), plus
 /// `expect`, since the body is already complete. (`host` is replaced by the upstream's.)
@@ -165,110 +150,6 @@ pub fn upstream_headers(headers: &mut HeaderMap, add: &Additions<'_>) {
     if declared != Some(add.body_len) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(add.body_len));
     }
-}
-
-/// What an upstream answered, as passed back to the sender.
-#[derive(Debug, Clone)]
-pub struct UpstreamReply {
-    pub status: StatusCode,
-    /// Only the upstream's `content-type` and `retry-after` (in the map its response came
-    /// in, so passing them back allocates nothing).
-    pub headers: HeaderMap,
-    /// At most `MAX_REPLY_BODY_BYTES`.
-    pub body: Bytes,
-}
-
-/// Why no complete answer came from the upstream. The messages leave out their sources:
-/// the rescue point logs the whole chain once.
-#[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
-    #[error("upstream unreachable or refused")]
-    Connect(#[source] ClientError),
-    #[error("upstream reset before its body ended")]
-    Body(#[source] hyper::Error),
-    #[error("upstream took longer than {0:?}")]
-    Timeout(Duration),
-}
-
-/// Sends one request and reads the answer. `on_status` hears the status line as soon as
-/// it arrives, before the body: a 2xx there means the upstream took the event, even if
-/// its body then fails. The connection goes back to the pool only when the answer was
-/// read to its end.
-pub async fn exchange(
-    client: &Client,
-    upstream: &Upstream,
-    target: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-    on_status: impl FnOnce(StatusCode),
-) -> Result<UpstreamReply, ForwardError> {
-    let mut request = Request::new(Full::new(body));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = target;
-    *request.headers_mut() = headers;
-    let (response, lease) = client
-        .send(&upstream.origin, request)
-        .await
-        .map_err(ForwardError::Connect)?;
-    on_status(response.status());
-    let (parts, body) = response.into_parts();
-    let (body, ended) = read_reply(body).await?;
-    if ended {
-        lease.reuse();
-    }
-    Ok(UpstreamReply {
-        status: parts.status,
-        headers: passed_back(parts.headers),
-        body,
-    })
-}
-
-/// Of the upstream's headers, those the sender gets: `content-type` and `retry-after`.
-fn passed_back(mut headers: HeaderMap) -> HeaderMap {
-    let content_type = headers.remove(header::CONTENT_TYPE);
-    let retry_after = headers.remove(header::RETRY_AFTER);
-    headers.clear();
-    headers.extend(
-        [
-            content_type.map(|v| (header::CONTENT_TYPE, v)),
-            retry_after.map(|v| (header::RETRY_AFTER, v)),
-        ]
-        .into_iter()
-        .flatten(),
-    );
-    headers
-}
-
-/// The upstream's body up to `MAX_REPLY_BODY_BYTES`, and whether it ended there. A body
-/// that arrives in one piece is not copied.
-async fn read_reply(mut body: Incoming) -> Result<(Bytes, bool), ForwardError> {
-    let mut whole = Bytes::new();
-    let mut joined: Option<BytesMut> = None;
-    let ended = loop {
-        let held = joined.as_ref().map_or(whole.len(), BytesMut::len);
-        if held >= MAX_REPLY_BODY_BYTES {
-            break false;
-        }
-        let data = match body.frame().await {
-            None => break true,
-            Some(Err(err)) => return Err(ForwardError::Body(err)),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data.slice(..data.len().min(MAX_REPLY_BODY_BYTES - held)),
-                Err(_) => continue,
-            },
-        };
-        match &mut joined {
-            Some(buf) => buf.extend_from_slice(&data),
-            None if whole.is_empty() => whole = data,
-            None => {
-                let mut buf = BytesMut::with_capacity(whole.len() + data.len());
-                buf.extend_from_slice(&whole);
-                buf.extend_from_slice(&data);
-                joined = Some(buf);
-            }
-        }
-    };
-    Ok((joined.map_or(whole, BytesMut::freeze), ended))
 }
 
 #[cfg(test)]

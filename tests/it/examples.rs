@@ -4,13 +4,11 @@
 //! the Dockerfile names files and ports that exist, and the example backends handle
 //! Clerk events for real behind hookwall.
 
-mod common;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::helpers::*;
 use hookwall::config::Config;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -46,7 +44,8 @@ fn set_example_secrets() {
         "BILLING_SECRET_CURRENT",
         "BILLING_SECRET_PREVIOUS",
     ] {
-        // SAFETY-free in edition 2021: set_var is safe; no other thread reads env here.
+        // Each test runs in a process of its own (nextest), and nothing else reads the
+        // environment meanwhile.
         std::env::set_var(name, SECRET);
     }
 }

@@ -4,14 +4,12 @@
 //! did; only the upstream's answer decides the id (a 2xx status line delivers it, anything
 //! else releases it, and so does `upstream_deadline`); its pool recovers.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -2,23 +2,21 @@
 //! re-reads its certificate on reload), and https upstreams are verified against a
 //! configured CA bundle, failing closed against an unknown one.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::helpers::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::BodyExt as _;
 
 /// POSTs a signed event over https, trusting only `ca_file`.
 async fn post_tls(ca_file: &Path, url: &str, id: &str) -> Result<u16, BoxError> {
-    let client = hookwall::client::build(Some(ca_file))?;
+    let client = hookwall::forward::client::build(Some(ca_file))?;
     let body = event("user.created");
     let upstream = hookwall::route::Upstream::parse(url)?;
     let headers = signed(SECRET, id, now(), &body);
     let mut request =
-        hookwall::client::request_to(&upstream, http::Method::POST, Bytes::from(body));
+        hookwall::forward::client::request_to(&upstream, http::Method::POST, Bytes::from(body));
     for (k, v) in headers {
         request.headers_mut().insert(
             http::HeaderName::try_from(k)?,

@@ -2,11 +2,9 @@
 //! loopback: what the sender gets, what the upstream received (or that it received
 //! nothing), and what `/metrics` counted.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::helpers::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn config(upstream: &Upstream, extra_limits: &str) -> String {
@@ -137,7 +135,7 @@ async fn refusals_reach_nothing_and_are_counted() {
     };
 
     type Case<'a> = (&'a str, Vec<(String, String)>, Vec<u8>, u16, &'a str);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "missing id",
             without("svix-id"),

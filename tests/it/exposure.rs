@@ -3,28 +3,19 @@
 //! bodies never come, bodies that stall, and signature headers stuffed with `v1a` entries.
 //! Each is bounded, and a signed event is still answered meanwhile.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::helpers::running::{config_dir, Running};
+use crate::helpers::*;
 use base64::Engine as _;
 use bytes::Bytes;
-use common::running::{config_dir, Running};
-use common::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// Generous: only keeps a broken build from hanging the suite.
 const BOUND: Duration = Duration::from_secs(10);
-
-fn config(upstream: &Upstream, limits: &str) -> String {
-    format!(
-        "[limits]\n{limits}\n[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"{}\"\n",
-        upstream.url("/")
-    )
-}
 
 /// Reads until the server closes the connection; what it sent, or `None` if it did not
 /// close within `within`.
@@ -39,7 +30,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Vec<u
 #[tokio::test]
 async fn silence_and_half_heads_are_closed_within_header_read_timeout() {
     let upstream = Upstream::ok().await;
-    let proxy = Proxy::start(&config(&upstream, "header_read_timeout = \"300ms\"")).await;
+    let proxy = Proxy::start(&one_route(&upstream, "header_read_timeout = \"300ms\"")).await;
     let h2_preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let empty_settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
     let cases: [(&str, Vec<u8>); 4] = [
@@ -77,7 +68,7 @@ async fn silence_and_half_heads_are_closed_within_header_read_timeout() {
 #[tokio::test]
 async fn connections_with_nothing_in_progress_are_closed_after_idle_timeout() {
     let upstream = Upstream::ok().await;
-    let proxy = Proxy::start(&config(
+    let proxy = Proxy::start(&one_route(
         &upstream,
         "header_read_timeout = \"30s\"\nidle_timeout = \"300ms\"",
     ))
@@ -123,7 +114,7 @@ async fn connections_with_nothing_in_progress_are_closed_after_idle_timeout() {
 #[tokio::test]
 async fn silent_connections_cannot_hold_the_cap() {
     let upstream = Upstream::ok().await;
-    let proxy = Proxy::start(&config(
+    let proxy = Proxy::start(&one_route(
         &upstream,
         "max_connections = 10\nheader_read_timeout = \"500ms\"",
     ))
@@ -162,7 +153,7 @@ async fn silent_connections_cannot_hold_the_cap() {
 #[tokio::test]
 async fn the_connection_cap_is_exact_under_a_burst() {
     let upstream = Upstream::ok().await;
-    let proxy = Proxy::start(&config(
+    let proxy = Proxy::start(&one_route(
         &upstream,
         "max_connections = 20\nheader_read_timeout = \"30s\"",
     ))
@@ -198,7 +189,7 @@ async fn the_connection_cap_is_exact_under_a_burst() {
 #[tokio::test]
 async fn the_head_is_refused_before_the_body_is_read() {
     let upstream = Upstream::ok().await;
-    let proxy = Proxy::start(&config(&upstream, "")).await;
+    let proxy = Proxy::start(&one_route(&upstream, "")).await;
     let fresh = now();
     let cases = [
         ("POST /nope", String::new(), "HTTP/1.1 404"),
@@ -253,7 +244,7 @@ async fn the_head_is_refused_before_the_body_is_read() {
 #[tokio::test]
 async fn bodies_being_read_hold_at_most_the_budget() {
     let upstream = Upstream::ok().await;
-    let proxy = Proxy::start(&config(
+    let proxy = Proxy::start(&one_route(
         &upstream,
         "max_body_bytes = 100000\nmax_buffered_bytes = 250000\nbody_read_timeout = \"1s\"",
     ))

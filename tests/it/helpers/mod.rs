@@ -1,6 +1,5 @@
 //! Test helpers: a real HTTP upstream on loopback that records what reached it, the real
 //! proxy (`hookwall::run`) on 127.0.0.1:0, a plain client, and Svix-style signing.
-#![allow(dead_code)]
 
 pub mod redis_server;
 pub mod running;
@@ -43,8 +42,6 @@ pub enum Reply {
         arrived: Arc<Notify>,
         release: Arc<Notify>,
     },
-    /// Drop the connection without answering.
-    Drop,
 }
 
 type Behaviour = Arc<dyn Fn(&Received, usize) -> Reply + Send + Sync>;
@@ -78,8 +75,6 @@ async fn answer(
             release.notified().await;
             200
         }
-        // An error from the service makes hyper drop the connection.
-        Reply::Drop => return Err(std::io::Error::other("dropped on purpose").into()),
     };
     let mut response = Response::new(Full::new(Bytes::from(format!("upstream says {status}"))));
     *response.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -252,7 +247,6 @@ pub struct Proxy {
     control: mpsc::Sender<Control>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
-    pub file: std::path::PathBuf,
 }
 
 impl Proxy {
@@ -278,7 +272,6 @@ impl Proxy {
             control,
             task,
             _dir: dir,
-            file,
         }
     }
 
@@ -299,11 +292,6 @@ impl Proxy {
     pub async fn stop(self, how: Control) {
         self.control.send(how).await.unwrap();
         self.task.await.unwrap();
-    }
-
-    /// Sends a control message and lets the proxy run on.
-    pub async fn control(&self, what: Control) {
-        self.control.send(what).await.unwrap();
     }
 
     pub async fn metrics(&self) -> Metrics {
@@ -527,6 +515,45 @@ pub async fn deliver(
     let body = event(kind);
     let (status, _, reply) = post(&proxy.url(path), &signed(secret, id, now(), &body), &body).await;
     (status, reply)
+}
+
+/// One route `r` at `/hook` to `upstream`, with `limits` as the `[limits]` table's body.
+pub fn one_route(upstream: &Upstream, limits: &str) -> String {
+    format!(
+        "[limits]\n{limits}\n[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"{}\"\n",
+        upstream.url("/")
+    )
+}
+
+/// A signed `user.created` event with id `id` to `url`: status and body.
+pub async fn send_event(url: &str, id: &str) -> (u16, String) {
+    let (status, _, body) = send_kind(url, id, "user.created").await;
+    (status, body)
+}
+
+/// A signed `kind` event with id `id` to `url`: status, `retry-after` and body (status 0
+/// and the error when no complete answer came back).
+pub async fn send_kind(url: &str, id: &str, kind: &str) -> (u16, Option<String>, String) {
+    let body = event(kind);
+    match try_post(url, &signed(SECRET, id, now(), &body), &body).await {
+        Ok((status, headers, reply)) => (
+            status,
+            headers
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            String::from_utf8_lossy(&reply).into_owned(),
+        ),
+        Err(err) => (0, None, err.to_string()),
+    }
+}
+
+/// Waits until a hookwall's Redis links are all up (they connect in the background).
+pub async fn redis_up(admin: std::net::SocketAddr) {
+    until("hookwall_redis_up to be 1", async || {
+        let (_, _, body) = get(&format!("http://{admin}/metrics")).await;
+        Metrics::parse(&String::from_utf8_lossy(&body)).get("hookwall_redis_up", &[]) == Some(1.0)
+    })
+    .await;
 }
 
 /// A CA and a certificate it signed for localhost / 127.0.0.1, all PEM.

@@ -3,10 +3,8 @@
 //! still serves new connections for `shutdown_delay`, then drains in-flight requests and
 //! forwards that outlived their request, and exits 0; SIGINT skips the delay.
 
-mod common;
-
-use common::running::*;
-use common::*;
+use crate::helpers::running::*;
+use crate::helpers::*;
 
 #[tokio::test]
 async fn sighup_rereads_secret_files_and_refuses_a_broken_config() {

@@ -2,16 +2,14 @@
 //! free port: what an entry holds, at most once per id (across replicas too), Redis down
 //! or stalled, and the example workers consuming what hookwall queued.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::redis_server::RedisServer;
-use common::running::Running;
-use common::*;
+use crate::helpers::redis_server::RedisServer;
+use crate::helpers::running::Running;
+use crate::helpers::*;
 
 const STREAM: &str = "clerk-events";
 
@@ -94,32 +92,8 @@ fn field(entry: &StreamEntry, name: &str) -> String {
     String::from_utf8(value.clone()).unwrap()
 }
 
-/// A signed `kind` event with id `id` to `url`: status, `retry-after` and body.
-async fn send_event(url: &str, id: &str, kind: &str) -> (u16, Option<String>, String) {
-    let body = event(kind);
-    match try_post(url, &signed(SECRET, id, now(), &body), &body).await {
-        Ok((status, headers, reply)) => (
-            status,
-            headers
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned()),
-            String::from_utf8_lossy(&reply).into_owned(),
-        ),
-        Err(err) => (0, None, err.to_string()),
-    }
-}
-
 const QUEUED: &str = r#"{"outcome":"queued"}"#;
 const DUPLICATE: &str = r#"{"outcome":"duplicate"}"#;
-
-/// Waits until a hookwall's Redis links are all up (they connect in the background).
-async fn redis_up(admin: std::net::SocketAddr) {
-    until("hookwall_redis_up to be 1", async || {
-        let (_, _, body) = get(&format!("http://{admin}/metrics")).await;
-        Metrics::parse(&String::from_utf8_lossy(&body)).get("hookwall_redis_up", &[]) == Some(1.0)
-    })
-    .await;
-}
 
 #[tokio::test]
 async fn an_entry_holds_exactly_what_was_sent_and_enters_once() {
@@ -176,11 +150,11 @@ async fn an_entry_holds_exactly_what_was_sent_and_enters_once() {
     assert_eq!((status, &reply[..]), (200, DUPLICATE.as_bytes()));
     let url = hookwall.url("/hook");
     assert_eq!(
-        send_event(&url, "msg_session", "session.created").await.2,
+        send_kind(&url, "msg_session", "session.created").await.2,
         r#"{"outcome":"filtered"}"#
     );
     assert_eq!(
-        send_event(&url, "msg_org", "organization.created").await.2,
+        send_kind(&url, "msg_org", "organization.created").await.2,
         r#"{"outcome":"filtered"}"#
     );
     assert_eq!(entries(&redis).len(), 1);
@@ -202,9 +176,12 @@ async fn an_entry_holds_exactly_what_was_sent_and_enters_once() {
         .find(|l| l.contains(r#""outcome":"queued""#))
         .expect("a log line for the queued request");
     let line: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(line["stream"], STREAM, "{line}");
-    assert_eq!(line["entry"], entry.0.as_str(), "{line}");
-    assert_eq!(line["id"], "msg_exact", "{line}");
+    let span = &line["span"];
+    assert_eq!(span["name"], "request", "{line}");
+    assert_eq!(span["stream"], STREAM, "{line}");
+    assert_eq!(span["entry"], entry.0.as_str(), "{line}");
+    assert_eq!(span["id"], "msg_exact", "{line}");
+    assert_eq!(span["route"], "clerk", "{line}");
 }
 
 #[tokio::test]
@@ -223,8 +200,8 @@ async fn replicas_racing_on_one_id_append_it_once() {
             let (url_a, url_b, id) = (a.url("/hook"), b.url("/hook"), id.clone());
             tokio::spawn(async move {
                 let (x, y) = tokio::join!(
-                    send_event(&url_a, &id, "user.created"),
-                    send_event(&url_b, &id, "user.created")
+                    send_kind(&url_a, &id, "user.created"),
+                    send_kind(&url_b, &id, "user.created")
                 );
                 let mut bodies = [x.2, y.2];
                 bodies.sort();
@@ -251,13 +228,13 @@ async fn replicas_racing_on_one_id_append_it_once() {
 
     // Later retries, on either replica, are duplicates.
     assert_eq!(
-        send_event(&b.url("/hook"), "msg_race_0", "user.created")
+        send_kind(&b.url("/hook"), "msg_race_0", "user.created")
             .await
             .2,
         DUPLICATE
     );
     assert_eq!(
-        send_event(&a.url("/hook"), "msg_race_1", "user.created")
+        send_kind(&a.url("/hook"), "msg_race_1", "user.created")
             .await
             .2,
         DUPLICATE
@@ -280,7 +257,7 @@ async fn redis_down_is_503_and_the_retry_is_queued_once_it_is_back() {
         let url = hookwall.url("/hook");
 
         redis.stop();
-        let (status, retry_after, body) = send_event(&url, "msg_down", "user.created").await;
+        let (status, retry_after, body) = send_kind(&url, "msg_down", "user.created").await;
         assert_eq!(
             (status, retry_after.as_deref(), body.as_str()),
             (503, Some("5"), r#"{"error":"store_unavailable"}"#),
@@ -290,7 +267,7 @@ async fn redis_down_is_503_and_the_retry_is_queued_once_it_is_back() {
         redis.restart();
         let mut answers = Vec::new();
         until("the retry to be queued", async || {
-            let answer = send_event(&url, "msg_down", "user.created").await;
+            let answer = send_kind(&url, "msg_down", "user.created").await;
             answers.push(answer.0);
             answer.2 == QUEUED
         })
@@ -300,7 +277,7 @@ async fn redis_down_is_503_and_the_retry_is_queued_once_it_is_back() {
         assert_eq!(all.len(), 1, "{store}: queued once");
         assert_eq!(field(&all[0], "id"), "msg_down");
         assert_eq!(
-            send_event(&url, "msg_down", "user.created").await.2,
+            send_kind(&url, "msg_down", "user.created").await.2,
             DUPLICATE,
             "{store}"
         );
@@ -326,7 +303,7 @@ async fn a_timed_out_append_loses_nothing_and_enters_once_with_the_redis_store()
     let url = hookwall.url("/hook");
 
     redis.pause();
-    let (status, retry_after, body) = send_event(&url, "msg_stall", "user.created").await;
+    let (status, retry_after, body) = send_kind(&url, "msg_stall", "user.created").await;
     assert_eq!(
         (status, retry_after.as_deref(), body.as_str()),
         (503, Some("5"), r#"{"error":"store_unavailable"}"#)
@@ -334,7 +311,7 @@ async fn a_timed_out_append_loses_nothing_and_enters_once_with_the_redis_store()
     redis.resume();
     let mut last = String::new();
     until("the retry to be answered 200", async || {
-        let answer = send_event(&url, "msg_stall", "user.created").await;
+        let answer = send_kind(&url, "msg_stall", "user.created").await;
         last = answer.2;
         answer.0 == 200
     })
@@ -384,7 +361,7 @@ async fn the_example_workers_consume_and_acknowledge_what_was_queued() {
         ("msg_w2", "user.updated"),
         ("msg_w3", "user.deleted"),
     ] {
-        assert_eq!(send_event(&url, id, kind).await.2, QUEUED);
+        assert_eq!(send_kind(&url, id, kind).await.2, QUEUED);
     }
 
     for (language, group) in [("node", "node-workers"), ("python", "python-workers")] {

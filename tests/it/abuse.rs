@@ -1,26 +1,17 @@
 //! Abusive senders: slow headers (slowloris), HTTP/2 with many streams and a rapid-reset
 //! flood. Each is cut off or bounded, and hookwall keeps serving everyone else.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::helpers::*;
 use bytes::Bytes;
-use common::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-
-fn config(upstream: &Upstream, limits: &str) -> String {
-    format!(
-        "[limits]\n{limits}\n[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"{}\"\n",
-        upstream.url("/")
-    )
-}
 
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
     let upstream = Upstream::ok().await;
-    let proxy = Proxy::start(&config(&upstream, "header_read_timeout = \"300ms\"")).await;
+    let proxy = Proxy::start(&one_route(&upstream, "header_read_timeout = \"300ms\"")).await;
     let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
     slow.write_all(b"POST /hook HTTP/1.1\r\nhost: x\r\nx-slow: ")
         .await
@@ -67,7 +58,7 @@ fn h2_request(id: &str) -> (http::Request<()>, Bytes) {
 #[tokio::test]
 async fn http2_streams_are_served_and_bounded() {
     let upstream = Upstream::ok().await;
-    let proxy = Proxy::start(&config(&upstream, "h2_max_concurrent_streams = 4")).await;
+    let proxy = Proxy::start(&one_route(&upstream, "h2_max_concurrent_streams = 4")).await;
     let (client, mut connection) = h2(&proxy).await;
     // A burst right after the handshake: streams opened past the bound before the
     // server's SETTINGS arrive are refused with REFUSED_STREAM (safe to retry: nothing was
@@ -118,7 +109,7 @@ async fn http2_streams_are_served_and_bounded() {
 #[tokio::test]
 async fn a_rapid_reset_flood_costs_nothing_lasting() {
     let upstream = Upstream::ok().await;
-    let proxy = Proxy::start(&config(&upstream, "")).await;
+    let proxy = Proxy::start(&one_route(&upstream, "")).await;
     let (client, connection) = h2(&proxy).await;
     let driver = tokio::spawn(connection);
     let flood = async {

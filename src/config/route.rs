@@ -1,0 +1,296 @@
+//! Building `[[routes]]`: each route's path and name, secrets, rules and timeouts, with
+//! every problem collected under its key (`routes[1].rules[0].upstream`).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::build::{at_least_one, duration, upstream};
+use super::raw::{RawRoute, RawRule};
+use super::{defaults, Problems, Route};
+use crate::route::{Action, Glob, Rule, Rules};
+use crate::secret::{Key, SecretSource};
+use crate::verify::{Verifier, VerifyKey};
+
+/// What the rest of the config decides for every route.
+pub(super) struct RouteDefaults {
+    pub(super) tolerance_secs: u64,
+    /// `limits.upstream_timeout` and `limits.upstream_deadline` (`None` if invalid).
+    pub(super) upstream_timeout: Option<Duration>,
+    pub(super) upstream_deadline: Option<Duration>,
+    /// Whether there is a `[redis]` section, which stream rules need.
+    pub(super) redis_section_given: bool,
+}
+
+/// Every route, and the clashes between them: a path or a name used twice, the reserved
+/// name. A route with problems is left out (the config as a whole is then refused).
+pub(super) fn routes(
+    raw: Vec<RawRoute>,
+    base_dir: &Path,
+    defaults: &RouteDefaults,
+    problems: &mut Problems,
+) -> Vec<Route> {
+    if raw.is_empty() {
+        problems.add("routes", "no routes: add at least one [[routes]] table");
+    }
+    let mut names = HashSet::new();
+    let mut paths = HashSet::new();
+    let mut routes = Vec::new();
+    for (i, raw_route) in raw.into_iter().enumerate() {
+        // Duplicates are checked on what was written, so a route with other problems
+        // still shows its clash.
+        let mut path_clash = false;
+        if let Some(path) = &raw_route.path {
+            if !paths.insert(path.clone()) {
+                path_clash = true;
+                problems.add(
+                    format!("routes[{i}].path"),
+                    format!("{path:?} is used by an earlier route"),
+                );
+            }
+        }
+        // A name taken from a clashing path would only repeat the clash.
+        let name = raw_route
+            .name
+            .as_ref()
+            .or(raw_route.path.as_ref().filter(|_| !path_clash));
+        if let Some(name) = name {
+            if name == crate::metrics::UNMATCHED {
+                problems.add(format!("routes[{i}].name"), format!("{name:?} is reserved"));
+            } else if !names.insert(name.clone()) {
+                problems.add(
+                    format!("routes[{i}].name"),
+                    format!("{name:?} is used by an earlier route"),
+                );
+            }
+        }
+        routes.extend(route(raw_route, i, base_dir, defaults, problems));
+    }
+    routes
+}
+
+/// One route, or `None` if it has problems (each added to `problems`).
+fn route(
+    raw: RawRoute,
+    i: usize,
+    base_dir: &Path,
+    defaults: &RouteDefaults,
+    problems: &mut Problems,
+) -> Option<Route> {
+    let at = |key: &str| format!("routes[{i}].{key}");
+    let start = problems.0.len();
+    let (path, name) = path_and_name(raw.path, raw.name, i, problems);
+    let (sources, keys) = secrets(&raw.secrets, i, base_dir, problems);
+    let rules = match (raw.upstream, raw.rules) {
+        (Some(url), None) => upstream(problems, &at("upstream"), &url).map(|up| {
+            Rules(vec![Rule {
+                events: vec![Glob::new("*")],
+                action: Action::Forward(Arc::new(up)),
+            }])
+        }),
+        (None, Some(raw_rules)) => Some(rules(raw_rules, i, defaults, problems)),
+        (Some(_), Some(_)) => {
+            let message = "a route has either `upstream` or `rules`, not both";
+            problems.add(at("upstream"), message);
+            None
+        }
+        (None, None) => {
+            problems.add(
+                at("upstream"),
+                "missing: a route needs `upstream` or `rules`",
+            );
+            None
+        }
+    };
+    let own = (
+        raw.upstream_timeout.as_deref(),
+        raw.upstream_deadline.as_deref(),
+    );
+    let (upstream_timeout, upstream_deadline) = timing(own, i, defaults, problems);
+    let max_in_flight = match raw.max_in_flight {
+        Some(n) => at_least_one(problems, &at("max_in_flight"), n as u64) as usize,
+        None => defaults::MAX_IN_FLIGHT,
+    };
+    let ca_file = raw.ca_file.map(|p| base_dir.join(p));
+    if let Some(ca) = &ca_file {
+        if let Err(err) = crate::tls::load_roots(ca) {
+            problems.add(at("ca_file"), err.to_string());
+        }
+    }
+    if problems.0.len() > start {
+        return None;
+    }
+    Some(Route {
+        name,
+        path,
+        secrets: sources,
+        verifier: Verifier::new(keys, defaults.tolerance_secs),
+        rules: rules?,
+        upstream_timeout: upstream_timeout?,
+        upstream_deadline: upstream_deadline?,
+        max_in_flight,
+        ca_file,
+    })
+}
+
+/// The path (an absolute, visible-ASCII path) and the name (the path by default).
+fn path_and_name(
+    path: Option<String>,
+    name: Option<String>,
+    i: usize,
+    problems: &mut Problems,
+) -> (String, Arc<str>) {
+    let at = |key: &str| format!("routes[{i}].{key}");
+    let path = match path {
+        Some(path) if path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) => path,
+        Some(path) => {
+            let message = format!("{path:?} must start with \"/\" and be visible ASCII");
+            problems.add(at("path"), message);
+            path
+        }
+        None => {
+            problems.add(at("path"), "missing: every route needs a path");
+            String::new()
+        }
+    };
+    let name: Arc<str> = match name {
+        // The name travels in the `hookwall-route` header and in metric labels.
+        Some(name) if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) => {
+            problems.add(
+                at("name"),
+                format!("{name:?} must be non-empty visible ASCII without spaces"),
+            );
+            name.into()
+        }
+        Some(name) => name.into(),
+        None => path.as_str().into(),
+    };
+    (path, name)
+}
+
+/// Each secret's source, and the key it resolves to.
+fn secrets(
+    specs: &[String],
+    i: usize,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> (Vec<SecretSource>, Vec<VerifyKey>) {
+    if specs.is_empty() {
+        problems.add(
+            format!("routes[{i}].secrets"),
+            "missing: at least one secret is needed",
+        );
+    }
+    let mut sources = Vec::new();
+    let mut keys = Vec::new();
+    for (j, spec) in specs.iter().enumerate() {
+        let source = SecretSource::parse(spec, base_dir);
+        match source.resolve().and_then(|value| Key::decode(&value)) {
+            Ok(key) => keys.push(VerifyKey::from(&key)),
+            Err(err) => problems.add(
+                format!("routes[{i}].secrets[{j}]"),
+                format!("{source}: {err}"),
+            ),
+        }
+        sources.push(source);
+    }
+    (sources, keys)
+}
+
+/// `[[routes.rules]]`, in order; a rule with problems is left out.
+fn rules(raw: Vec<RawRule>, i: usize, defaults: &RouteDefaults, problems: &mut Problems) -> Rules {
+    if raw.is_empty() {
+        problems.add(
+            format!("routes[{i}].rules"),
+            "is empty: add a rule or use `upstream`",
+        );
+    }
+    let mut rules = Vec::new();
+    for (j, rule) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("routes[{i}].rules[{j}].{k}");
+        if rule.events.is_empty() {
+            problems.add(key("events"), "is empty: list at least one event pattern");
+        }
+        let action = match (rule.upstream, rule.action.as_deref(), rule.stream) {
+            (Some(url), None, None) => {
+                upstream(problems, &key("upstream"), &url).map(|up| Action::Forward(Arc::new(up)))
+            }
+            (None, Some("drop"), None) => Some(Action::Drop),
+            (None, None, Some(_)) if !defaults.redis_section_given => {
+                let message = "a stream rule needs a [redis] section (at least `url`)";
+                problems.add(key("stream"), message);
+                None
+            }
+            (None, None, Some(name)) => stream_name(problems, &key("stream"), name),
+            (None, Some(other), None) => {
+                let message = format!("{other:?} is not an action; the only one is \"drop\"");
+                problems.add(key("action"), message);
+                None
+            }
+            (None, None, None) => {
+                let message = "missing: a rule needs `upstream`, `stream` or `action = \"drop\"`";
+                problems.add(key("upstream"), message);
+                None
+            }
+            _ => {
+                let message =
+                    "a rule has one of `upstream`, `stream` or `action = \"drop\"`, not several";
+                problems.add(key("action"), message);
+                None
+            }
+        };
+        if let Some(action) = action {
+            rules.push(Rule {
+                events: rule.events.iter().map(|e| Glob::new(e)).collect(),
+                action,
+            });
+        }
+    }
+    Rules(rules)
+}
+
+/// A stream rule's Redis key: non-empty visible ASCII (it is also written in log lines).
+fn stream_name(problems: &mut Problems, key: &str, name: String) -> Option<Action> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        problems.add(
+            key,
+            format!("{name:?} must be non-empty visible ASCII without spaces"),
+        );
+        return None;
+    }
+    Some(Action::Stream(name.into()))
+}
+
+/// The route's `upstream_timeout` and `upstream_deadline` (its own, else the defaults);
+/// the deadline never shorter than the timeout.
+fn timing(
+    (timeout, deadline): (Option<&str>, Option<&str>),
+    i: usize,
+    defaults: &RouteDefaults,
+    problems: &mut Problems,
+) -> (Option<Duration>, Option<Duration>) {
+    let at = |key: &str| format!("routes[{i}].{key}");
+    let timeout = match timeout {
+        Some(text) => duration(problems, &at("upstream_timeout"), text),
+        None => defaults.upstream_timeout,
+    };
+    let deadline = match deadline {
+        Some(text) => duration(problems, &at("upstream_deadline"), text),
+        None => defaults.upstream_deadline,
+    };
+    if let (Some(timeout), Some(deadline)) = (timeout, deadline) {
+        if deadline < timeout {
+            problems.add(
+                at("upstream_deadline"),
+                format!(
+                    "{} is shorter than upstream_timeout ({}): a forward would be \
+                     abandoned while its sender still waits",
+                    humantime::format_duration(deadline),
+                    humantime::format_duration(timeout)
+                ),
+            );
+        }
+    }
+    (timeout, deadline)
+}

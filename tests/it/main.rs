@@ -1,0 +1,18 @@
+//! hookwall's black-box tests, one binary (one link): each module starts the real
+//! server (`hookwall::run` on 127.0.0.1:0, or the binary) in front of real upstreams, and
+//! Redis, Python, Node and promtool where an area needs them. `helpers` has what they
+//! share.
+
+mod helpers;
+
+mod abuse;
+mod cli;
+mod examples;
+mod exposure;
+mod fuzz;
+mod lifecycle;
+mod proxy;
+mod redis_store;
+mod streams;
+mod tls;
+mod upstream_faults;
