@@ -16,6 +16,8 @@ COPY --from=build /src/target/release/hookwall /usr/local/bin/hookwall
 COPY config/hookwall.toml /etc/hookwall/hookwall.toml
 # 8080: senders (listen.addr); 9090: /metrics, /healthz, /readyz (admin.addr).
 EXPOSE 8080 9090
-USER nonroot
+# distroless's nonroot user, by number: Kubernetes can verify `runAsNonRoot: true` only
+# against a numeric user (the sidecar example sets it).
+USER 65532:65532
 ENTRYPOINT ["hookwall"]
 CMD ["run", "-c", "/etc/hookwall/hookwall.toml"]

@@ -6,7 +6,6 @@
 //! (a forward's whole life) or `stream` (the entry a stream rule appends); `outcome` maps
 //! how a request ended to its answer. `store` and `redis` hold the ids (memory, Redis).
 //! `config` reads the TOML once into typed values.
-#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod body;
