@@ -1,5 +1,6 @@
 //! Micro-benchmark: a full `Verifier::verify` (header bounds, timestamp, base64, HMAC,
-//! constant-time compare) against a bare HMAC-SHA256 over the same bytes.
+//! constant-time compare) against a bare HMAC-SHA256 over the same bytes; then what one
+//! `v1a` (ed25519) check costs, the figure `MAX_V1A_ENTRIES` is sized by.
 //!
 //! Run: `cargo bench --bench verify`. A small self-timed harness (median of batches) keeps
 //! criterion out of every test build. Without `--bench` on its command line (that is, under
@@ -81,5 +82,43 @@ fn main() {
             "{label:<10} {verify_ns:>12.0} {hmac_ns:>12.0} {:>7.3}x",
             verify_ns / hmac_ns
         );
+    }
+    ed25519(quick);
+}
+
+/// One `v1a` check (ed25519, strict) over bodies up to `max_body_bytes`' default.
+fn ed25519(quick: bool) {
+    let (batches, per_batch) = if quick { (3, 1) } else { (11, 20) };
+    let seed = [7u8; 32];
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let secret = format!(
+        "whsk_{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            signing.to_keypair_bytes()
+        )
+    );
+    let key = Key::decode(&secret).unwrap();
+    let signer = Signer::try_from(&key).unwrap();
+    let verifier = Verifier::new(vec![VerifyKey::from(&key)], 300);
+    let now = 1_763_812_800u64;
+    println!("\n{:<10} {:>12}", "body", "v1a ns");
+    for (label, body) in [
+        ("2.9 KB", CLERK_EVENT.to_vec()),
+        ("1 MiB", vec![b'a'; 1024 * 1024]),
+    ] {
+        let id = "msg_2pMx6Yj5YQ8cOqkM5rK0tT1uVwX";
+        let signature = signer.sign(id, now, &body);
+        let timestamp = now.to_string();
+        let headers = SignedHeaders {
+            id,
+            timestamp: &timestamp,
+            signature: &signature,
+        };
+        assert!(verifier.verify(&headers, &body, now).is_ok());
+        let ns = time(batches, per_batch, || {
+            black_box(verifier.verify(black_box(&headers), black_box(&body), now)).ok();
+        });
+        println!("{label:<10} {ns:>12.0}");
     }
 }

@@ -1,15 +1,7 @@
-//! Message-id memory: which (route, id) pairs are being delivered right now, and which were
-//! delivered (upstream answered 2xx) within the ttl. Pure and synchronous: the clock is
-//! passed in, and the caller holds it behind a mutex that is never held across an `.await`.
-//!
-//! Nothing is ever lost to dedup: an id is *delivered* only once the upstream said 2xx;
-//! any other result releases it at once, so the sender's retry goes through.
-//!
-//! Delivered ids sit in an LRU bounded by `capacity`. Lookups do not refresh an entry, so
-//! the least recently used end is also the oldest delivery and expired entries are swept
-//! from there in O(1) amortized time. Memory: about 115 bytes per remembered id with
-//! Svix-length ids (the key of route name + id in its own heap block, plus the LRU's node
-//! and hash-table slot); `docs/benchmarks.md` has how it was measured.
+//! Message-id memory: which (route, id) pairs are being delivered now, and which were
+//! delivered (upstream answered 2xx) within the ttl, in an LRU bounded by `capacity`. Pure
+//! and synchronous: the clock is passed in. Lookups do not refresh an entry, so the least
+//! recently used end is also the oldest delivery, and expired entries are swept from there.
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;

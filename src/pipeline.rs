@@ -51,8 +51,7 @@ pub async fn handle(
     let started = Instant::now();
     let _in_progress = InProgress::start(&shared.metrics.in_flight_requests);
     let live = shared.live_at(worker);
-    // WARN: the request's line may be a warning, and it must carry the span's fields.
-    let span = tracing::warn_span!(
+    let span = tracing::info_span!(
         "request",
         route = Empty,
         id = Empty,
@@ -86,10 +85,17 @@ pub async fn handle(
     metrics.request_duration.observe(elapsed.as_secs_f64());
     let (outcome, status) = (outcome.label(), response.status().as_u16());
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    span.in_scope(|| match error {
-        None => tracing::info!(outcome, status, latency_ms, "request"),
-        Some(error) => tracing::warn!(outcome, status, latency_ms, error, "request"),
-    });
+    match error {
+        None => tracing::info!(parent: &span, outcome, status, latency_ms, "request"),
+        Some(error) if !span.is_disabled() => {
+            tracing::warn!(parent: &span, outcome, status, latency_ms, error, "request")
+        }
+        // Logging warnings only: the request's span is off, so the line names its route.
+        Some(error) => {
+            let route = route.map_or(crate::metrics::UNMATCHED, |r| &*r.route.name);
+            tracing::warn!(route, outcome, status, latency_ms, error, "request")
+        }
+    }
     response
 }
 
@@ -233,6 +239,7 @@ async fn forward(
     };
     let headers = arrived.outgoing_headers(cx, Some(&upstream.host), body.len());
     let job = Forward {
+        id: arrived.id,
         client: route.client.clone(),
         upstream: upstream.clone(),
         target: upstream.target(arrived.parts.uri.query()),
@@ -245,7 +252,7 @@ async fn forward(
         wait: route.route.upstream_timeout,
         deadline: route.route.upstream_deadline,
     };
-    let reply = forward::run(job, &cx.shared.detached).await?;
+    let reply = forward::run(job, cx.shared.tasks.of(cx.worker)).await?;
     Ok(Done::Upstream(reply))
 }
 

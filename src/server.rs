@@ -1,11 +1,6 @@
 //! The public listener: `limits.workers` threads, each with its own single-threaded
-//! runtime; one acceptor counts every connection against `max_connections` (exactly: it
-//! is the only one that adds) and hands it to the workers in turn; optional TLS;
-//! hyper-util's HTTP/1.1 + h2c server with HTTP/2 bounds; a watchdog per connection that
-//! closes what proves nothing (no complete request head within `header_read_timeout` of
-//! the accept, before and after version detection; nothing in progress for
-//! `idle_timeout`); and graceful shutdown (stop accepting, ask connections to close,
-//! drain within `shutdown_grace`, forwards that outlived their request included).
+//! runtime, fed by one acceptor that counts connections against `max_connections`; TLS;
+//! HTTP/1.1 and h2c with their bounds; a watchdog per connection; graceful shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -192,6 +187,9 @@ async fn write_overloaded(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
 /// One worker: serves the connections handed to it until its inbox closes, then drains
 /// them, and the forwards that outlived their request, within the grace.
 async fn worker(index: usize, mut arrivals: mpsc::Receiver<Handoff>, shared: Arc<Shared>) {
+    // Made here, on this thread: what this worker's forwards write stays apart from what
+    // the other workers' write.
+    let tasks = shared.tasks.of(index).clone();
     // This worker's Redis connection is made here, so its driver runs on this thread.
     if let Some(redis) = &shared.store.redis {
         redis.start(index);
@@ -227,13 +225,13 @@ async fn worker(index: usize, mut arrivals: mpsc::Receiver<Handoff>, shared: Arc
             "shutdown_grace ran out: in-flight requests were cut off"
         );
     }
-    shared.detached.close();
-    if tokio::time::timeout_at(deadline, shared.detached.wait())
+    tasks.close();
+    if tokio::time::timeout_at(deadline, tasks.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            tasks = shared.detached.len(),
+            tasks = tasks.len(),
             "shutdown_grace ran out: forwards that outlived their request were cut off \
              (their ids are released, so the senders' retries go through), or Redis writes \
              of ids' ends (a claim then expires with its lease)"
@@ -494,5 +492,53 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_exact_and_come_back_when_dropped() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let a = Slot::take(&open, 2).unwrap();
+        let b = Slot::take(&open, 2).unwrap();
+        assert!(Slot::take(&open, 2).is_none());
+        drop(a);
+        let c = Slot::take(&open, 2).unwrap();
+        assert_eq!(open.load(Ordering::Acquire), 2);
+        drop((b, c));
+        assert_eq!(open.load(Ordering::Acquire), 0);
+    }
+
+    /// The watchdog's clock, on paused time: a silent connection is due `first` after its
+    /// accept; one with a request in progress is never due; one whose request ended is due
+    /// `idle` after that end.
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_is_due_when_a_connection_proves_nothing() {
+        let (first, idle) = (Duration::from_secs(10), Duration::from_secs(60));
+        let accepted = Instant::now();
+        Activity::new(accepted).idle(first, idle).await;
+        let waited = accepted.elapsed();
+        assert!(waited >= first && waited < first + Duration::from_millis(10));
+
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let watching = activity.clone();
+        let watcher = tokio::spawn(async move { watching.idle(first, idle).await });
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let busy = activity.start();
+        tokio::time::advance(Duration::from_secs(100)).await;
+        tokio::task::yield_now().await;
+        assert!(!watcher.is_finished(), "due while a request is in progress");
+        drop(busy);
+        tokio::time::advance(idle - Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+        assert!(!watcher.is_finished(), "due before idle_timeout passed");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        tokio::time::timeout(Duration::from_secs(1), watcher)
+            .await
+            .expect("due once idle_timeout passed")
+            .unwrap();
     }
 }

@@ -1,10 +1,6 @@
-//! Where message ids live: this process's memory (`dedup.rs`), and with `store = "redis"`
-//! Redis as well, shared by every replica; the memory then caches delivered ids in front
-//! of Redis (never the absence of one) and holds this process's own forwards. Stream rules
-//! append through here too (`enqueue`), so an id enters a stream once.
-//!
-//! A claim's end (delivered, or released) is written to Redis by a task of its own,
-//! tracked for shutdown, so neither cancellation nor a sender hanging up can skip it.
+//! Where message ids live: this process's memory (`dedup.rs`) and, with `store = "redis"`,
+//! Redis (`redis/`), the memory then caching delivered ids in front of it. A claim's end
+//! (delivered, released) is written to Redis by a tracked task that no cancellation skips.
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -13,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use prometheus::IntCounter;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{DedupConfig, OnStoreError, StoreKind};
 use crate::dedup::{Dedup, Seen, Taken};
 use crate::metrics::Metrics;
 use crate::redis::Redis;
+use crate::state::Tasks;
 use crate::stream::Entry;
 
 /// Why the store gave no answer.
@@ -62,7 +58,7 @@ pub struct Store {
     /// `store = "redis"`: ids are decided in Redis, this memory in front of it.
     decided_in_redis: bool,
     /// Writes that outlive the request (deliver, release), waited for at shutdown.
-    tracker: TaskTracker,
+    tasks: Arc<Tasks>,
 }
 
 impl Store {
@@ -70,7 +66,7 @@ impl Store {
         config: DedupConfig,
         redis: Option<Arc<Redis>>,
         metrics: Arc<Metrics>,
-        tracker: TaskTracker,
+        tasks: Arc<Tasks>,
     ) -> Store {
         Store {
             decided_in_redis: config.store == StoreKind::Redis && redis.is_some(),
@@ -81,7 +77,7 @@ impl Store {
             dedup_entries: metrics.dedup_entries.clone(),
             metrics,
             redis,
-            tracker,
+            tasks,
         }
     }
 
@@ -179,7 +175,7 @@ impl Store {
                 // A claim that timed out (or whose connection broke) may still have been
                 // written, now or when a stalled Redis resumes: give it back.
                 if !err.never_sent() {
-                    self.spawn_tracked(remote.release());
+                    self.spawn_tracked(worker, remote.release());
                 }
                 match on_error {
                     OnStoreError::Refuse => Err(err),
@@ -254,12 +250,12 @@ impl Store {
         self.with_memory(|d| d.ttl())
     }
 
-    /// Runs `work` in a task of the current runtime, tracked for shutdown. Outside a
-    /// runtime (it is shutting down) the work is dropped: a claim left in Redis then
-    /// expires with its lease.
-    fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
+    /// Runs `work` in a task of the current runtime (worker `worker`'s), tracked for
+    /// shutdown. Outside a runtime (it is shutting down) the work is dropped: a claim
+    /// left in Redis then expires with its lease.
+    fn spawn_tracked(&self, worker: usize, work: impl Future<Output = ()> + Send + 'static) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(self.tracker.track_future(work));
+            runtime.spawn(self.tasks.of(worker).track_future(work));
         }
     }
 }
@@ -416,7 +412,7 @@ impl Claim {
         self.mark_delivered_locally();
         if let Some(remote) = self.remote.take() {
             let ttl = self.store.ttl();
-            self.store.spawn_tracked(remote.deliver(ttl));
+            self.store.spawn_tracked(remote.worker, remote.deliver(ttl));
         }
     }
 
@@ -438,7 +434,7 @@ impl Drop for Claim {
         }
         self.store.with_memory(|d| d.release(&self.key));
         if let Some(remote) = self.remote.take() {
-            self.store.spawn_tracked(remote.release());
+            self.store.spawn_tracked(remote.worker, remote.release());
         }
     }
 }
@@ -458,7 +454,7 @@ mod tests {
             config,
             None,
             Arc::new(Metrics::new()),
-            TaskTracker::new(),
+            Arc::new(Tasks::new(1)),
         ))
     }
 

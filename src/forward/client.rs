@@ -50,7 +50,9 @@ pub enum ClientError {
     Http(#[source] hyper::Error),
 }
 
-/// One worker's upstream connections.
+/// One worker's upstream connections. Aligned to a cache line: another worker's client
+/// (its pool's lock, its reference count) never shares one with this.
+#[repr(align(64))]
 pub struct Client {
     tls: TlsConnector,
     idle: Mutex<HashMap<Origin, Vec<Idle>>>,
@@ -236,4 +238,86 @@ fn system_roots() -> rustls::RootCertStore {
     }
     roots.add_parsable_certificates(found.certs);
     roots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    /// An upstream on loopback that answers every request on a connection with 200 and
+    /// counts the connections it accepted.
+    async fn upstream() -> (Upstream, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = Upstream::parse(&format!("http://{}/x", listener.local_addr().unwrap()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (upstream.unwrap(), accepted)
+    }
+
+    async fn post<'a>(
+        client: &'a Client,
+        upstream: &'a Upstream,
+    ) -> (Response<Incoming>, Lease<'a>) {
+        let request = request_to(upstream, Method::POST, Bytes::from_static(b"{}"));
+        client.send(&upstream.origin, request).await.unwrap()
+    }
+
+    /// A connection goes back to the pool only when its answer was read whole (`reuse`);
+    /// a lease dropped without, closes it.
+    #[tokio::test]
+    async fn a_connection_is_reused_only_when_given_back() {
+        let (upstream, accepted) = upstream().await;
+        let client = build(None).unwrap();
+        for _ in 0..3 {
+            let (response, lease) = post(&client, &upstream).await;
+            assert_eq!(
+                response.into_body().collect().await.unwrap().to_bytes(),
+                "ok"
+            );
+            lease.reuse();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        let (_, lease) = post(&client, &upstream).await;
+        drop(lease);
+        let (_, lease) = post(&client, &upstream).await;
+        lease.reuse();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_its_origin() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let upstream = Upstream::parse(&format!("http://{addr}/x")).unwrap();
+        let client = build(None).unwrap();
+        let request = request_to(&upstream, Method::POST, Bytes::new());
+        let Err(err) = client.send(&upstream.origin, request).await else {
+            panic!("nothing listens there")
+        };
+        assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
 }

@@ -1,14 +1,8 @@
-//! The life of a forward, in one place: it runs in a task of its own, tracked for shutdown,
-//! that owns everything it holds (the id's claim, the route's `max_in_flight` permit, the
-//! body and its room in the budget) and answers the request through a oneshot.
-//!
-//! - The sender waits up to the route's `upstream_timeout` for that answer; past it the
-//!   request answers 504, and the forward goes on.
-//! - A sender that hangs up drops the request, and with it the oneshot: the forward goes on.
-//! - Once nobody waits, the forward is bounded by `upstream_deadline` from its start; past
-//!   it, the upstream connection is closed and the id released.
-//! - What the answer does to the id: a 2xx status line marks it delivered at once (even if
-//!   the body then fails); any other end drops the claim unmarked, which releases it.
+//! The life of a forward, in one place: a task of its own, tracked for shutdown, that owns
+//! what it holds (the id's claim, the route's `max_in_flight` permit, the body and its room)
+//! and answers the request through a oneshot. The sender waits up to `upstream_timeout`;
+//! whether it waits or not, the forward goes on until the upstream answers (a 2xx status
+//! line delivers the id, anything else releases it) or `upstream_deadline` abandons it.
 
 pub mod client;
 mod exchange;
@@ -17,19 +11,19 @@ mod headers;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Uri};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument as _;
 
 use crate::budget::Room;
 use crate::logging;
 use crate::metrics::{RouteMetrics, UpstreamClass};
 use crate::route::Upstream;
-use crate::store::Claim;
+use crate::store::{Claim, Id};
 use client::Client;
 pub use exchange::{ForwardError, UpstreamReply, MAX_REPLY_BODY_BYTES};
 pub use headers::{upstream_headers, Additions, Peer, HOOKWALL_EVENT_TYPE, HOOKWALL_ROUTE};
@@ -37,6 +31,8 @@ pub use headers::{upstream_headers, Additions, Peer, HOOKWALL_EVENT_TYPE, HOOKWA
 /// One forward and everything it holds until it ends, owned, so that it can outlive its
 /// request.
 pub struct Forward {
+    /// The id (and its route), for what the forward logs once nobody waits for it.
+    pub id: Id,
     pub client: Arc<Client>,
     pub upstream: Arc<Upstream>,
     /// The upstream's path with the listener's query string.
@@ -56,14 +52,13 @@ pub struct Forward {
 
 type Answer = Result<UpstreamReply, ForwardError>;
 
-/// Starts `job` in a task on `tracker` and waits for its answer up to `job.wait`. The
-/// task carries the current span (the request's), so what it logs after the request
-/// ended names the same route and id.
+/// Starts `job` in a task on `tracker` and waits for its answer up to `job.wait`.
 pub async fn run(job: Forward, tracker: &TaskTracker) -> Answer {
     let (wait, started) = (job.wait, Instant::now());
     let (answer, answered) = oneshot::channel();
-    tracker.spawn(life(job, started, answer).instrument(tracing::Span::current()));
-    match tokio::time::timeout(wait, answered).await {
+    // Boxed here, once: spawning moves the future through several calls, and it is large.
+    tracker.spawn(Box::pin(life(job, started, answer)));
+    match tokio::time::timeout_at(started + wait, answered).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(_)) => Err(ForwardError::Cut),
         Err(_) => Err(ForwardError::Timeout(wait)),
@@ -74,6 +69,7 @@ pub async fn run(job: Forward, tracker: &TaskTracker) -> Answer {
 /// forward, answered in time, costs no timer here.
 async fn life(job: Forward, started: Instant, mut answer: oneshot::Sender<Answer>) {
     let Forward {
+        id,
         client,
         upstream,
         target,
@@ -101,6 +97,7 @@ async fn life(job: Forward, started: Instant, mut answer: oneshot::Sender<Answer
         // releases the id.
         metrics.upstream_duration.observe(deadline.as_secs_f64());
         metrics.upstream_response(UpstreamClass::Timeout);
+        let _span = outlived(&id).entered();
         tracing::warn!(
             detached,
             "forward abandoned at upstream_deadline; its id is released"
@@ -126,6 +123,7 @@ async fn life(job: Forward, started: Instant, mut answer: oneshot::Sender<Answer
             "" => why_detached(started + wait),
             why => why,
         };
+        let _span = outlived(&id).entered();
         match unsent {
             Ok(reply) => tracing::info!(
                 detached,
@@ -157,7 +155,7 @@ async fn until_deadline(
         () = answer.closed() => {}
     }
     let detached = why_detached(wait_ends);
-    let ended = tokio::time::timeout_at(deadline.into(), exchange).await;
+    let ended = tokio::time::timeout_at(deadline, exchange).await;
     (ended.ok(), detached)
 }
 
@@ -168,4 +166,10 @@ fn why_detached(wait_ends: Instant) -> &'static str {
     } else {
         "sender_gone"
     }
+}
+
+/// The span of a forward that outlived its request: the same route and id as the
+/// request's. Made only then (the common forward logs nothing of its own).
+fn outlived(id: &Id) -> tracing::Span {
+    tracing::warn_span!("forward", route = id.route(), id = id.id())
 }

@@ -1,15 +1,7 @@
-//! The dedup protocol's commands (contract §8), on keys `{prefix}:dedup:{route}:{id}`:
-//! - claim: `SET key i:<token> NX PX lease GET` (nil: ours; `i:…`: in flight elsewhere;
-//!   `d:…`: delivered), the token unique to the attempt, the lease renewed while the
-//!   forward runs (`renew`);
-//! - deliver: `SET key d:<token> PX ttl` (delivered is a fact: no compare needed);
-//! - release: delete only if the value is still this attempt's (a Lua compare-and-delete:
-//!   Debian's Redis 7.0 has neither DELEX nor DELIFEQ);
-//! - lookup (events that are not forwarded): `GET key`.
-//!
-//! Stream rules (contract §9) append with `XADD stream MAXLEN ~ n * field value …`; with
-//! `store = "redis"` the claim and the append are one script (`APPEND_ONCE`), so replicas
-//! racing on one id append it once.
+//! The dedup protocol's commands on `{prefix}:dedup:{route}:{id}` (values `i:<token>` in
+//! flight, `d:<token>` delivered): claim (`SET NX PX GET`), renew and release (Lua
+//! compare-and-…, so only this attempt's value is touched), deliver (`SET PX ttl`), lookup
+//! (`GET`); and stream appends (`XADD`, or with the claim in one script, `APPEND_ONCE`).
 
 use std::sync::Arc;
 use std::time::Duration;

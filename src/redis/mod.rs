@@ -1,9 +1,7 @@
-//! The Redis / Valkey edge: one multiplexed connection per worker runtime (created inside
-//! it, so its driver shares the worker's thread and no command crosses threads), every
-//! command bounded by `redis.timeout`, an answer at once while Redis is known to be down,
-//! and reconnection in the background. A connection counts as up only once a probe has
-//! *written* (so a server left READONLY after a failover stays down until it is writable
-//! again). The commands are in `commands`, lease renewal in `renewals`.
+//! The Redis / Valkey edge: one multiplexed connection per worker, made on its thread;
+//! every command bounded by `redis.timeout`; an answer at once while Redis is known to be
+//! down, reconnection in the background, and up only once a probe has written (a READONLY
+//! replica stays down).
 
 mod commands;
 mod renewals;
