@@ -1,13 +1,22 @@
-//! Reading a request body: within `max_body_bytes` and `body_read_timeout`, its bytes
-//! held in a `Room` of the body budget, which gives itself back when dropped.
+//! Reading a request body before its signature is checked, so from a stranger: it holds
+//! only what it has sent. Its room in the body budget is charged as bytes arrive (the
+//! declared Content-Length is only checked against `max_body_bytes`), it must keep up
+//! `min_body_rate` after a first second, and once stalled it gives its room up to a body
+//! that is arriving when the budget is full.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http_body_util::BodyExt as _;
-use std::sync::Arc;
+use tokio::time::Instant;
 
 use crate::budget::{Room, WorkerBudget};
 use crate::config::Limits;
+
+/// How long a body may take before `min_body_rate` applies.
+pub const GRACE: Duration = Duration::from_secs(1);
 
 /// Why a body was not read whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -16,14 +25,19 @@ pub enum BodyError {
     TooLarge,
     #[error("body not complete within limits.body_read_timeout, or cut short")]
     Timeout,
+    #[error("body slower than limits.min_body_rate")]
+    TooSlow,
+    #[error("body stalled while the budget was full; its room went to a body that was arriving")]
+    GaveWay,
     #[error("request bodies being read already hold limits.max_buffered_bytes")]
     BudgetFull,
 }
 
-/// Reads the whole body within `body_read_timeout`, refusing it as soon as it is known to
-/// be too large: from Content-Length before reading, or while reading. Its room is taken
-/// before reading (the whole Content-Length), or frame by frame when it has none; no room
-/// is `BudgetFull`. A body that arrives in one piece is not copied.
+/// Reads the whole body: refused at once if its declared length passes `max_body_bytes`,
+/// or as soon as more than that has arrived; 408 if not complete within
+/// `body_read_timeout`, if it falls behind `min_body_rate` after `GRACE`, or if it gave its
+/// room up; `BudgetFull` if there is no room for what arrived. A body that arrives in one
+/// piece is not copied.
 pub async fn read<B>(
     mut body: B,
     headers: &HeaderMap,
@@ -33,56 +47,275 @@ pub async fn read<B>(
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
 {
-    let max = limits.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max) {
+    if declared.is_some_and(|len| len > limits.max_body_bytes) {
         return Err(BodyError::TooLarge);
     }
+    let started = Instant::now();
+    let read_by = started + limits.body_read_timeout;
     let mut room = budget.room();
-    if !room.grow(declared.unwrap_or(0)) {
-        return Err(BodyError::BudgetFull);
-    }
-    let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
-    let mut first: Option<Bytes> = None;
-    let mut rest: Option<BytesMut> = None;
-    let mut total: u64 = 0;
+    let mut buffer = Buffer {
+        limit: declared.unwrap_or(limits.max_body_bytes),
+        ..Buffer::default()
+    };
+    // Made once, armed only if a frame is not there at once (the common body is).
+    let timer = tokio::time::sleep_until(read_by);
+    tokio::pin!(timer);
     loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err(BodyError::Timeout),
-            Ok(None) => break,
+        let due = keep_up_by(started, buffer.received, limits.min_body_rate).min(read_by);
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
+        let frame = tokio::select! {
+            biased;
+            frame = body.frame() => frame,
+            () = &mut timer => {
+                return Err(if due < read_by { BodyError::TooSlow } else { BodyError::Timeout });
+            }
+            () = room.gave_way() => return Err(BodyError::GaveWay),
+        };
+        let data = match frame {
+            None => break,
             // The sender went away or broke the framing: the body never arrived whole.
-            Ok(Some(Err(_))) => return Err(BodyError::Timeout),
-            Ok(Some(Ok(frame))) => frame,
+            Some(Err(_)) => return Err(BodyError::Timeout),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
         };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        total += data.len() as u64;
-        if total > max {
+        if buffer.received + data.len() as u64 > limits.max_body_bytes {
             return Err(BodyError::TooLarge);
         }
-        if total > room.bytes() && !room.grow(total - room.bytes()) {
-            return Err(BodyError::BudgetFull);
-        }
-        match (&mut first, &mut rest) {
-            (None, None) => first = Some(data),
-            (Some(head), None) => {
-                let capacity = declared.unwrap_or(total).min(max) as usize;
-                let mut buf = BytesMut::with_capacity(capacity.max(total as usize));
-                buf.extend_from_slice(head);
-                buf.extend_from_slice(&data);
-                rest = Some(buf);
-            }
-            (_, Some(buf)) => buf.extend_from_slice(&data),
+        buffer.push(data, &mut room)?;
+        if !body.is_end_stream() {
+            room.arrived();
         }
     }
-    let body = match (first, rest) {
-        (_, Some(buf)) => buf.freeze(),
-        (Some(head), None) => head,
-        (None, None) => Bytes::new(),
-    };
-    Ok((body, room))
+    Ok((buffer.into_bytes(), room))
+}
+
+/// When the body falls behind `rate` bytes a second after `GRACE`, having `received`.
+fn keep_up_by(started: Instant, received: u64, rate: u64) -> Instant {
+    if rate == 0 {
+        return started + Duration::from_secs(365 * 24 * 3600);
+    }
+    started + GRACE + Duration::from_secs_f64(received as f64 / rate as f64)
+}
+
+/// The bytes received so far: the first piece as it came (not copied), then a buffer that
+/// grows to twice what it holds (no more than `limit`), its room charged for its whole
+/// capacity before it is allocated.
+#[derive(Default)]
+struct Buffer {
+    first: Option<Bytes>,
+    rest: Option<BytesMut>,
+    received: u64,
+    /// The declared length, else `max_body_bytes`: the buffer never grows past it.
+    limit: u64,
+}
+
+impl Buffer {
+    fn push(&mut self, data: Bytes, room: &mut Room) -> Result<(), BodyError> {
+        let len = (self.received + data.len() as u64) as usize;
+        let capacity = (2 * len).min(self.limit as usize).max(len);
+        match (self.first.take(), &mut self.rest) {
+            (None, None) => {
+                charge(room, data.len())?;
+                self.first = Some(data);
+            }
+            (Some(first), _) => {
+                charge(room, capacity - first.len())?;
+                let mut buf = BytesMut::with_capacity(capacity);
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+                self.rest = Some(buf);
+            }
+            (None, Some(buf)) => {
+                if len > buf.capacity() {
+                    charge(room, capacity - buf.capacity())?;
+                    // Allocated exactly (BytesMut::reserve may take more than it is asked).
+                    let mut bigger = BytesMut::with_capacity(capacity);
+                    bigger.extend_from_slice(&buf[..]);
+                    *buf = bigger;
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        self.received = len as u64;
+        Ok(())
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match (self.first, self.rest) {
+            (_, Some(buf)) => buf.freeze(),
+            (Some(first), None) => first,
+            (None, None) => Bytes::new(),
+        }
+    }
+}
+
+fn charge(room: &mut Room, bytes: usize) -> Result<(), BodyError> {
+    if room.grow_or_make_room(bytes as u64) {
+        Ok(())
+    } else {
+        Err(BodyError::BudgetFull)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Budget;
+    use http::HeaderValue;
+    use http_body_util::channel::{Channel, Sender};
+    use http_body_util::Full;
+
+    fn limits(min_body_rate: u64) -> Limits {
+        let s = Duration::from_secs;
+        Limits {
+            max_body_bytes: 100_000,
+            max_headers: 100,
+            max_header_bytes: 32_768,
+            header_read_timeout: s(10),
+            body_read_timeout: s(30),
+            max_connections: 10,
+            h2_max_concurrent_streams: 10,
+            shutdown_delay: s(0),
+            shutdown_grace: s(1),
+            idle_timeout: s(60),
+            max_buffered_bytes: 10_000,
+            min_body_rate,
+            workers: 1,
+        }
+    }
+
+    fn budget(max: u64) -> (Arc<Budget>, Arc<WorkerBudget>) {
+        let budget = Arc::new(Budget::new(max, 1));
+        let worker = budget.for_workers()[0].clone();
+        (budget, worker)
+    }
+
+    fn declaring(len: u64) -> HeaderMap {
+        HeaderMap::from_iter([(header::CONTENT_LENGTH, HeaderValue::from(len))])
+    }
+
+    /// Reads `body` whole, declaring `len`.
+    async fn read_all(
+        body: Bytes,
+        len: u64,
+        worker: &Arc<WorkerBudget>,
+    ) -> Result<(Bytes, Room), BodyError> {
+        read(Full::new(body), &declaring(len), &limits(0), worker).await
+    }
+
+    type Reading = tokio::task::JoinHandle<Result<(Bytes, Room), BodyError>>;
+
+    /// Reads a body that arrives through the returned sender, in a task of its own.
+    fn reading(len: u64, limits: Limits, worker: &Arc<WorkerBudget>) -> (Sender<Bytes>, Reading) {
+        let (sender, body) = Channel::<Bytes>::new(4);
+        let worker = worker.clone();
+        let task = tokio::spawn(async move { read(body, &declaring(len), &limits, &worker).await });
+        (sender, task)
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_piece_is_not_copied_and_holds_its_length() {
+        let (budget, worker) = budget(10_000);
+        let sent = Bytes::from_static(b"{\"type\":\"user.created\"}");
+        let (body, room) = read_all(sent.clone(), 23, &worker).await.unwrap();
+        assert_eq!(body.as_ptr(), sent.as_ptr(), "not copied");
+        assert_eq!((room.bytes(), budget.held()), (23, 23));
+        drop(room);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_charged_for_what_arrived_never_for_what_it_declares() {
+        let (budget, worker) = budget(10_000);
+        let (mut sender, task) = reading(9_000, limits(0), &worker);
+        sender
+            .send_data(Bytes::from(vec![b'a'; 100]))
+            .await
+            .unwrap();
+        sender
+            .send_data(Bytes::from(vec![b'b'; 100]))
+            .await
+            .unwrap();
+        // The buffer (twice what arrived) is what is held; nothing for the 8,800 to come.
+        crate::budget::tests::until(|| budget.held() == 400).await;
+        sender
+            .send_data(Bytes::from(vec![b'c'; 8_800]))
+            .await
+            .unwrap();
+        drop(sender);
+        let (body, room) = task.await.unwrap().unwrap();
+        assert_eq!(body.len(), 9_000);
+        assert_eq!(room.bytes(), 9_000, "never more than declared");
+        assert_eq!(&body[..3], b"aaa");
+        assert_eq!(&body[8_997..], b"ccc");
+    }
+
+    #[tokio::test]
+    async fn too_large_by_declaration_or_by_arrival() {
+        let (budget, worker) = budget(1_000_000);
+        let too_long = read_all(Bytes::new(), 100_001, &worker);
+        assert_eq!(too_long.await.unwrap_err(), BodyError::TooLarge);
+        let (mut sender, task) = reading(100_000, limits(0), &worker);
+        for _ in 0..11 {
+            if sender
+                .send_data(Bytes::from(vec![0; 10_000]))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        assert_eq!(task.await.unwrap().unwrap_err(), BodyError::TooLarge);
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// On paused time: a body that falls behind `min_body_rate` after the first second is
+    /// cut off when it does (500 bytes at 1,000 B/s: at 1.5 s), not at `body_read_timeout`.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_slower_than_min_body_rate_is_cut_off_when_it_falls_behind() {
+        let (budget, worker) = budget(10_000);
+        let started = Instant::now();
+        let (mut sender, task) = reading(2_000, limits(1_000), &worker);
+        sender.send_data(Bytes::from(vec![0; 500])).await.unwrap();
+        assert_eq!(task.await.unwrap().unwrap_err(), BodyError::TooSlow);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(1_500) && took < Duration::from_millis(1_600));
+        drop(sender);
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// On paused time: with the budget full, a body that has stalled gives its room up to
+    /// one that arrives (and is answered 408); one still arriving does not.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_gives_its_room_to_one_that_arrives() {
+        let (budget, worker) = budget(10_000);
+        let (mut stalled, stalling) = reading(9_000, limits(0), &worker);
+        stalled
+            .send_data(Bytes::from(vec![0; 3_000]))
+            .await
+            .unwrap();
+        stalled
+            .send_data(Bytes::from(vec![0; 3_000]))
+            .await
+            .unwrap();
+        crate::budget::tests::until(|| budget.held() > 6_000).await;
+        // Not yet stalled: the arriving body is refused, the first keeps its room.
+        let arriving = read_all(Bytes::from(vec![1; 5_000]), 5_000, &worker);
+        assert_eq!(arriving.await.unwrap_err(), BodyError::BudgetFull);
+        tokio::time::sleep(crate::budget::STALLED).await;
+        let arriving = read_all(Bytes::from(vec![1; 5_000]), 5_000, &worker);
+        let (body, room) = arriving.await.unwrap();
+        assert_eq!((body.len(), room.bytes()), (5_000, 5_000));
+        assert_eq!(stalling.await.unwrap().unwrap_err(), BodyError::GaveWay);
+        drop(stalled);
+        assert_eq!(budget.held(), 5_000);
+    }
 }

@@ -2,13 +2,25 @@
 //! together, bounded exactly by `limits.max_buffered_bytes`. A body holds a `Room`, which
 //! gives itself back when dropped. Each worker takes room from the shared count in chunks
 //! and hands it out from its own credit, so a request touches no cache line another worker
-//! writes.
+//! writes. When the budget is full, bodies that have stalled give their room up to one
+//! that is arriving (`Room::grow_or_make_room`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use tokio::sync::Notify;
+// tokio's clock, so that tests on paused time can make a body stall.
+use tokio::time::Instant;
 
 /// Most credit a worker takes at once, and keeps at most twice of.
 const CHUNK: u64 = 256 * 1024;
+
+/// A body that has received no byte for this long has stalled: when the budget is full,
+/// it gives its room up to a body that is arriving.
+pub const STALLED: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Budget {
@@ -17,6 +29,27 @@ pub struct Budget {
     /// `limits.max_buffered_bytes`; a reload may change it.
     max: AtomicU64,
     shards: Box<[Shard]>,
+    /// Per worker, the bodies read in more than one piece: those that can stall.
+    watched: Box<[CachePadded<Mutex<Watched>>]>,
+    /// The clock of `Watcher::last_byte_ms`.
+    epoch: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Watched {
+    next: u64,
+    by_id: HashMap<u64, Arc<Watcher>>,
+}
+
+/// What the budget knows of a body it watches: its room (moved here from the `Room`, so
+/// that another worker can take it back), when its last byte came, and whether it was
+/// told to give way.
+#[derive(Debug, Default)]
+struct Watcher {
+    held: AtomicU64,
+    last_byte_ms: AtomicU64,
+    gave_way: AtomicBool,
+    wake: Notify,
 }
 
 /// One worker's credit, on a cache line of its own; only that worker takes from it.
@@ -28,10 +61,13 @@ struct Shard {
 
 impl Budget {
     pub fn new(max: u64, workers: usize) -> Budget {
+        let workers = workers.max(1);
         Budget {
             taken: AtomicU64::new(0),
             max: AtomicU64::new(max),
-            shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
+            shards: (0..workers).map(|_| Shard::default()).collect(),
+            watched: (0..workers).map(|_| CachePadded::default()).collect(),
+            epoch: Instant::now(),
         }
     }
 
@@ -107,6 +143,40 @@ impl Budget {
             .is_ok()
     }
 
+    /// Makes room for `need` bytes by taking it back from bodies that have stalled (no
+    /// byte for `STALLED`), which are told to give way: whether any was taken. What is
+    /// taken goes to the shared count, where any worker can take it.
+    fn make_room(&self, need: u64) -> bool {
+        let now = self.now_ms();
+        let stalled_ms = STALLED.as_millis() as u64;
+        let mut freed = 0;
+        for watched in self.watched.iter() {
+            let watched = lock(watched);
+            for watcher in watched.by_id.values() {
+                let stalled =
+                    now.saturating_sub(watcher.last_byte_ms.load(Ordering::Acquire)) >= stalled_ms;
+                if !stalled
+                    || watcher.held.load(Ordering::Acquire) == 0
+                    || watcher.gave_way.swap(true, Ordering::AcqRel)
+                {
+                    continue;
+                }
+                let bytes = watcher.held.swap(0, Ordering::AcqRel);
+                self.taken.fetch_sub(bytes, Ordering::AcqRel);
+                freed += bytes;
+                watcher.wake.notify_one();
+                if freed >= need {
+                    return true;
+                }
+            }
+        }
+        freed > 0
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     /// Gives `bytes` back to worker `worker`'s credit; past two chunks of it, the rest
     /// goes back to the shared count.
     fn give(&self, worker: usize, bytes: u64) {
@@ -143,15 +213,23 @@ impl WorkerBudget {
         Room {
             owner: self.clone(),
             bytes: 0,
+            watched: None,
         }
     }
+}
+
+fn lock(watched: &Mutex<Watched>) -> MutexGuard<'_, Watched> {
+    watched.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Room held in the budget by one body; given back when dropped.
 #[derive(Debug)]
 pub struct Room {
     owner: Arc<WorkerBudget>,
+    /// What the room holds, unless watched (then `Watcher::held` does).
     bytes: u64,
+    /// Once the body is read in more than one piece: its key in its worker's `watched`.
+    watched: Option<(u64, Arc<Watcher>)>,
 }
 
 impl Room {
@@ -162,27 +240,97 @@ impl Room {
         }
         let taken = self.owner.budget.take(self.owner.worker, bytes);
         if taken {
-            self.bytes += bytes;
+            match &self.watched {
+                Some((_, watcher)) => {
+                    watcher.held.fetch_add(bytes, Ordering::AcqRel);
+                }
+                None => self.bytes += bytes,
+            }
         }
         taken
     }
 
+    /// `grow`, and if the budget is full, once more after the bodies that stalled gave
+    /// their room up.
+    pub fn grow_or_make_room(&mut self, bytes: u64) -> bool {
+        self.grow(bytes) || (self.owner.budget.make_room(bytes) && self.grow(bytes))
+    }
+
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        match &self.watched {
+            Some((_, watcher)) => watcher.held.load(Ordering::Acquire),
+            None => self.bytes,
+        }
+    }
+
+    /// A byte of the body arrived, and more are to come: from now on the budget watches
+    /// the body, and may tell it to give way once it stalls (`gave_way`).
+    pub fn arrived(&mut self) {
+        let budget = &self.owner.budget;
+        let now = budget.now_ms();
+        if let Some((_, watcher)) = &self.watched {
+            watcher.last_byte_ms.store(now, Ordering::Release);
+            return;
+        }
+        let watcher = Arc::new(Watcher {
+            held: AtomicU64::new(std::mem::take(&mut self.bytes)),
+            last_byte_ms: AtomicU64::new(now),
+            ..Watcher::default()
+        });
+        let mut watched = lock(&budget.watched[self.owner.worker % budget.watched.len()]);
+        let key = watched.next;
+        watched.next += 1;
+        watched.by_id.insert(key, watcher.clone());
+        self.watched = Some((key, watcher));
+    }
+
+    /// Completes once the budget took this room back for a body that was arriving (never,
+    /// for a body that is not watched).
+    pub async fn gave_way(&self) {
+        match &self.watched {
+            Some((_, watcher)) => loop {
+                if watcher.gave_way.load(Ordering::Acquire) {
+                    return;
+                }
+                watcher.wake.notified().await;
+            },
+            None => std::future::pending().await,
+        }
     }
 }
 
 impl Drop for Room {
     fn drop(&mut self) {
-        if self.bytes > 0 {
-            self.owner.budget.give(self.owner.worker, self.bytes);
+        let budget = &self.owner.budget;
+        let bytes = match self.watched.take() {
+            Some((key, watcher)) => {
+                lock(&budget.watched[self.owner.worker % budget.watched.len()])
+                    .by_id
+                    .remove(&key);
+                watcher.held.swap(0, Ordering::AcqRel)
+            }
+            None => self.bytes,
+        };
+        if bytes > 0 {
+            budget.give(self.owner.worker, bytes);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Yields to the runtime until `holds` (what another task does shows up at once).
+    pub(crate) async fn until(holds: impl Fn() -> bool) {
+        for _ in 0..10_000 {
+            if holds() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("never held");
+    }
 
     fn budget(max: u64, workers: usize) -> (Arc<Budget>, Box<[Arc<WorkerBudget>]>) {
         let budget = Arc::new(Budget::new(max, workers));

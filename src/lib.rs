@@ -52,18 +52,29 @@ pub enum Control {
     Interrupt,
 }
 
+/// Why the proxy stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start")]
+    Start(#[from] state::StartError),
+    #[error("the public listener stopped serving")]
+    Serve(#[from] server::ServeError),
+}
+
 /// Runs the proxy on already-bound listeners until `Control::Shutdown` (or the control
-/// channel closes). Tests bind port 0 and drive this same function.
+/// channel closes). Tests bind port 0 and drive this same function. If the public
+/// listener stops serving on its own, the proxy turns unready and returns the error (the
+/// binary exits 2, and Kubernetes restarts it).
 pub async fn run(
     config: Config,
     public: TcpListener,
     admin: TcpListener,
     mut control: mpsc::Receiver<Control>,
-) -> Result<(), state::StartError> {
+) -> Result<(), RunError> {
     let shared = Arc::new(Shared::new(config)?);
     let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(public, shared.clone(), async {
+    let mut server = tokio::spawn(server::serve(public, shared.clone(), async {
         let _ = stopped.await;
     }));
     shared.ready.store(true, Ordering::Release);
@@ -78,11 +89,28 @@ pub async fn run(
         );
     }
 
-    let mut signal = control.recv().await;
-    while signal == Some(Control::Reload) {
-        reload(&shared).await;
-        signal = control.recv().await;
-    }
+    let signal = loop {
+        tokio::select! {
+            signal = control.recv() => match signal {
+                Some(Control::Reload) => reload(&shared).await,
+                other => break other,
+            },
+            ended = &mut server => {
+                shared.ready.store(false, Ordering::Release);
+                let err = match ended {
+                    Ok(Err(err)) => err,
+                    // Ended without an error, or panicked: it stopped all the same.
+                    Ok(Ok(())) | Err(_) => server::ServeError::NoWorkers,
+                };
+                tracing::error!(
+                    error = logging::chain(&err),
+                    "the public listener stopped serving: unready, and exiting"
+                );
+                admin_task.abort();
+                return Err(RunError::Serve(err));
+            }
+        }
+    };
 
     shared.ready.store(false, Ordering::Release);
     let delay = shared.live().limits().shutdown_delay;

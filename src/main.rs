@@ -127,7 +127,7 @@ async fn run(file: &std::path::Path) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %err, "cannot start");
+            tracing::error!(error = hookwall::logging::chain(&err), "stopped");
             ExitCode::from(exit::RUNTIME)
         }
     }

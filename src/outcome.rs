@@ -168,7 +168,9 @@ fn refusal(reject: &Reject) -> (Outcome, StatusCode, Option<&'static str>) {
         Reject::NotFound => (Outcome::NotFound, S::NOT_FOUND, None),
         Reject::MethodNotAllowed => (Outcome::MethodNotAllowed, S::METHOD_NOT_ALLOWED, None),
         Reject::Body(BodyError::TooLarge) => (Outcome::BodyTooLarge, S::PAYLOAD_TOO_LARGE, None),
-        Reject::Body(BodyError::Timeout) => (Outcome::BodyTimeout, S::REQUEST_TIMEOUT, None),
+        Reject::Body(BodyError::Timeout | BodyError::TooSlow | BodyError::GaveWay) => {
+            (Outcome::BodyTimeout, S::REQUEST_TIMEOUT, None)
+        }
         Reject::Body(BodyError::BudgetFull) | Reject::Overloaded => {
             (Outcome::Overloaded, S::SERVICE_UNAVAILABLE, Some("1"))
         }
@@ -225,6 +227,8 @@ mod tests {
                 413,
             ),
             (Err(Reject::Body(BodyError::Timeout)), "body_timeout", 408),
+            (Err(Reject::Body(BodyError::TooSlow)), "body_timeout", 408),
+            (Err(Reject::Body(BodyError::GaveWay)), "body_timeout", 408),
             (
                 Err(VerifyError::MissingHeader(HeaderKind::Id).into()),
                 "missing_header",

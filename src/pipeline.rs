@@ -2,20 +2,19 @@
 //! status, a body, metrics and its log line. `handle_inner` runs the stages in the
 //! contract's order (§7) with `?`: header limits, path, method, the signed headers and the
 //! timestamp window (all from the head, before a byte of the body is held), the body,
-//! signature, route overload, then dedup and the rule's decision: forward (`forward`),
-//! append to a stream, or acknowledge.
+//! signature, then the rule's decision with dedup: forward (a place under the route's
+//! `max_in_flight`, the claim, `forward/`), append to a stream, or acknowledge.
 
 use std::error::Error as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::field::Empty;
 use tracing::Instrument as _;
 
@@ -49,6 +48,7 @@ pub async fn handle(
     peer: &Peer,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
+    let http1 = request.version() < Version::HTTP_2;
     let _in_progress = InProgress::start(&shared.metrics.in_flight_requests);
     let live = shared.live_at(worker);
     let span = tracing::info_span!(
@@ -70,6 +70,8 @@ pub async fn handle(
     let result = handle_inner(&cx, request, &mut route)
         .instrument(span.clone())
         .await;
+    // A body left unread: nothing more of it is wanted (HTTP/2 ends just the stream).
+    let close = http1 && matches!(result, Err(Reject::Body(_)));
     // The one place an error's chain is written: upstream and store failures have causes
     // worth reading; a sender's refusal is told by its outcome.
     let error = match &result {
@@ -77,7 +79,12 @@ pub async fn handle(
         Err(Reject::StoreUnavailable(err)) => Some(logging::chain(err)),
         _ => None,
     };
-    let (outcome, response) = rescue(result);
+    let (outcome, mut response) = rescue(result);
+    if close {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     let metrics = route.map_or(&shared.unmatched, |route: &RouteState| &*route.metrics);
     metrics.request(outcome);
@@ -157,12 +164,6 @@ async fn handle_inner<'a>(
         cx.span.record("event_type", &**name);
     }
 
-    // Held until the forward ends; refused before the id is claimed.
-    let permit = route
-        .forwards
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| Reject::Overloaded)?;
     let arrived = Arrived {
         route,
         id: Id::new(&route.route.name, signed.id),
@@ -172,9 +173,7 @@ async fn handle_inner<'a>(
     };
     match route.route.rules.decide(event.as_str()) {
         // The event type borrows the body: the forward gets a handle of its own.
-        Decision::Forward(upstream) => {
-            forward(cx, arrived, upstream, body.clone(), room, permit).await
-        }
+        Decision::Forward(upstream) => forward(cx, arrived, upstream, body.clone(), room).await,
         Decision::Stream(stream) => queue(cx, arrived, stream, body.clone()).await,
         // Dedup is looked up before routing, but only a forward claims an id.
         Decision::Drop | Decision::NoMatch => acknowledge(cx, arrived).await,
@@ -217,16 +216,22 @@ impl Arrived<'_> {
     }
 }
 
-/// Claims the id and forwards the event (`forward.rs` has the forward's life).
+/// Takes a place under the route's `max_in_flight`, claims the id and forwards the event
+/// (`forward/` has the forward's life).
 async fn forward(
     cx: &Context<'_>,
     mut arrived: Arrived<'_>,
     upstream: &Arc<Upstream>,
     body: Bytes,
     room: Room,
-    permit: OwnedSemaphorePermit,
 ) -> Result<Done, Reject> {
     let route = arrived.route;
+    // Held until the forward ends; refused before the id is claimed.
+    let permit = route
+        .forwards
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Reject::Overloaded)?;
     let on_error = cx.live.config.dedup.on_store_error;
     let fallbacks = &route.metrics.dedup_fallbacks;
     let claimed = cx
@@ -249,6 +254,7 @@ async fn forward(
         permit,
         room,
         metrics: route.metrics.clone(),
+        connect: route.route.connect_timeout,
         wait: route.route.upstream_timeout,
         deadline: route.route.upstream_deadline,
     };

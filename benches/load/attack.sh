@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# hookwall under the "stalled bodies" attack, with the default limits: SENDERS connections
-# (600) each send an unsigned request head (fresh timestamp, bogus signature) announcing
-# 1 MB, then ~960 KB of it, then stall. Meanwhile signed events arrive at RATE req/s.
-# Reports hookwall's peak RSS (against the example pod's 128 MiB limit), the body bytes it
-# buffered, and what the signed traffic got (statuses and latency).
+# hookwall under attack by strangers, with the default limits. SENDERS connections each
+# send an unsigned request head (fresh timestamp, bogus signature), then, by MODE:
+#   stall    (600)  announce 1 MB, send ~960 KB of it, stall
+#   head     (960)  announce 128 B to 1 MiB, send no body byte
+#   trickle  (960)  announce 128 B to 1 MiB, send one body byte a second
+# Meanwhile signed events arrive at RATE req/s. Reports hookwall's peak RSS (against the
+# example pod's 128 MiB limit), the body bytes it held, what the signed traffic got, and
+# how soon the strangers were answered 408 or closed (within 8 s is the target).
 #
-#   benches/load/attack.sh           # release build
-#   benches/load/attack.sh --quick   # debug build, a few seconds (CI smoke)
+#   benches/load/attack.sh                     # release build, MODE=stall
+#   MODE=trickle benches/load/attack.sh        # another attack
+#   HOOKWALL=path/to/hookwall benches/load/attack.sh   # another build (e.g. an older one)
+#   benches/load/attack.sh --quick             # debug build, every mode, a few seconds (CI)
 #
-# Env: SENDERS (600), RATE (200), DURATION (10s).
+# Env: MODE (stall), SENDERS (600 or 960), RATE (200), DURATION (10s).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/benches/load"
 quick=0
 [[ ${1:-} == --quick ]] && quick=1
-senders=${SENDERS:-600}
+if ((quick)) && [[ -z ${MODE:-} ]]; then
+  for mode in stall head trickle; do MODE=$mode "$0" --quick; done
+  exit 0
+fi
+mode=${MODE:-stall}
+case $mode in
+stall) senders=${SENDERS:-600} ;;
+head | trickle) senders=${SENDERS:-960} ;;
+*) echo "MODE is stall, head or trickle" >&2 && exit 1 ;;
+esac
 rate=${RATE:-200}
 duration=${DURATION:-10s}
 ((quick)) && duration=3s
@@ -28,34 +42,74 @@ start_hookwall "$hw_port" "$admin_port" "[[routes]]
 name = \"bench\"
 path = \"/bench\"
 secrets = [\"$secret\"]
-upstream = \"http://127.0.0.1:$backend_port/\""
+upstream = \"http://127.0.0.1:$backend_port/\"" hookwall "${HOOKWALL:-}"
 wait_port "$backend_port"; wait_port "$hw_port"
 
-echo "== $senders senders: unsigned head announcing 1 MB, ~960 KB sent, then a stall"
-python3 - "$hw_port" "$senders" >"$work/attack.log" 2>&1 <<'PY' &
+echo "== $mode: $senders senders"
+python3 - "$hw_port" "$senders" "$mode" >"$work/attack.log" 2>&1 <<'PY' &
 import asyncio, sys, time
-port, senders = int(sys.argv[1]), int(sys.argv[2])
-head = (
-    "POST /bench HTTP/1.1\r\nhost: x\r\nsvix-id: msg_attack\r\n"
-    f"svix-timestamp: {int(time.time())}\r\n"
-    "svix-signature: v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n"
-    "content-type: application/json\r\ncontent-length: 1000000\r\n\r\n"
-).encode()
+port, senders, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def head(length):
+    return (
+        "POST /bench HTTP/1.1\r\nhost: x\r\nsvix-id: msg_attack\r\n"
+        f"svix-timestamp: {int(time.time())}\r\n"
+        "svix-signature: v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n"
+        f"content-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    ).encode()
 chunk = b"x" * 65536
-async def sender(held):
+ended = []  # (seconds from the head to an answer or a close, what came back)
+tried = []
+async def stall(held):
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(head)
+        writer.write(head(1000000))
         for _ in range(15):
             writer.write(chunk)
             await writer.drain()
         held.append(writer)
     except OSError:
         pass
+async def head_or_trickle(i, held):
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        tried.append(i)
+        return
+    held.append(writer)
+    writer.write(head(128 + (i * 7919) % (2**20 - 128)))
+    tried.append(i)
+    start = time.monotonic()
+    async def trickle():
+        while True:
+            await asyncio.sleep(1)
+            writer.write(b"x")
+            await writer.drain()
+    dripping = asyncio.create_task(trickle()) if mode == "trickle" else None
+    try:
+        answer = await reader.read(12)
+    except OSError:
+        answer = b"reset"
+    ended.append((time.monotonic() - start, answer[9:12] if answer.startswith(b"HTTP") else b"closed"))
+    if dripping:
+        dripping.cancel()
 async def main():
     held = []
-    await asyncio.gather(*(sender(held) for _ in range(senders)))
-    print(f"{len(held)} senders wrote their ~960 KB (into kernel buffers too) and stalled; {senders - len(held)} were cut off", flush=True)
+    if mode == "stall":
+        await asyncio.gather(*(stall(held) for _ in range(senders)))
+        print(f"{len(held)} senders wrote their ~960 KB (into kernel buffers too) and stalled; {senders - len(held)} were cut off", flush=True)
+    else:
+        tasks = [asyncio.create_task(head_or_trickle(i, held)) for i in range(senders)]
+        for _ in range(100):
+            if len(tried) == senders:
+                break
+            await asyncio.sleep(0.05)
+        print(f"{len(held)} senders sent their heads and stalled", flush=True)
+        await asyncio.sleep(10)
+        within = sum(1 for t, _ in ended if t <= 8)
+        kinds = {}
+        for _, what in ended:
+            kinds[what.decode()] = kinds.get(what.decode(), 0) + 1
+        print(f"strangers answered or closed within 8 s: {within} of {len(held)} ({100 * within / max(len(held), 1):.0f}%); how: {kinds}", flush=True)
     await asyncio.sleep(3600)
 asyncio.run(main())
 PY
@@ -67,23 +121,27 @@ echo "== signed events at $rate req/s for $duration, during the attack"
 out=$("$loadgen" --url "http://127.0.0.1:$hw_port/bench" --secret "$secret" --connections 8 \
   --duration "$duration" --rate "$rate" --id-prefix "attack_${RANDOM}_") || true
 echo "$out"
+if [[ $mode != stall ]]; then
+  for _ in $(seq 200); do grep -q "within 8 s" "$work/attack.log" && break; sleep 0.1; done
+  grep "within 8 s" "$work/attack.log" || true
+fi
 metrics=$(curl -s "127.0.0.1:$admin_port/metrics")
 buffered=$(awk '/^hookwall_buffered_body_bytes / {print $2}' <<<"$metrics")
 overloaded=$(awk '/^hookwall_requests_total\{outcome="overloaded",route="bench"\}/ {print $2}' <<<"$metrics")
 forwarded=$(awk '/^hookwall_requests_total\{outcome="forwarded",route="bench"\}/ {print $2}' <<<"$metrics")
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$hw_pid/status")
-python3 - "$out" "$rss_kb" "$buffered" "$overloaded" "$forwarded" "$senders" <<'PY'
+python3 - "$out" "$rss_kb" "$buffered" "$overloaded" "$forwarded" "$senders" "$mode" <<'PY'
 import json, sys
-out, rss_kb, buffered, overloaded, forwarded, senders = sys.argv[1:7]
+out, rss_kb, buffered, overloaded, forwarded, senders, mode = sys.argv[1:8]
 r = json.loads(out) if out.startswith("{") else {}
 print()
-print(f"| senders | hookwall peak RSS | body bytes buffered | 503 overloaded on the route | signed: sent | signed: 2xx | signed: other statuses | signed p99 |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+print(f"| attack | senders | hookwall peak RSS | body bytes held at the end | 503 overloaded on the route | signed: sent | signed: 2xx | signed: other statuses | signed p99 |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 other = r.get("unexpected", {})
 sent = r.get("requests", 0)
 ok = sent - sum(other.values()) - r.get("errors", 0)
-print(f"| {senders} | {int(rss_kb)/1024:.1f} MiB | {float(buffered)/2**20:.1f} MiB | {float(overloaded):.0f} | {sent} | {ok} | {other or '–'}, errors {r.get('errors', '?')} | {r.get('p99_us', 0)/1000:.1f} ms |")
+print(f"| {mode} | {senders} | {int(rss_kb)/1024:.1f} MiB | {float(buffered or 0)/2**20:.1f} MiB | {float(overloaded or 0):.0f} | {sent} | {ok} | {other or '–'}, errors {r.get('errors', '?')} | {r.get('p99_us', 0)/1000:.1f} ms |")
 limit = 128 * 1024
-print(f"\npeak RSS {'under' if int(rss_kb) < limit else 'OVER'} the example pod's 128 MiB limit; {float(forwarded):.0f} events forwarded in all")
+print(f"\npeak RSS {'under' if int(rss_kb) < limit else 'OVER'} the example pod's 128 MiB limit; {float(forwarded or 0):.0f} events forwarded in all")
 sys.exit(0 if int(rss_kb) < limit else 1)
 PY

@@ -31,7 +31,8 @@ pub fn routing_table(config: &Config) -> String {
             let events: Vec<&str> = rule.events.iter().map(|g| g.as_str()).collect();
             let action = match &rule.action {
                 Action::Forward(upstream) => format!(
-                    "forward {upstream} (timeout {}, deadline {})",
+                    "forward {upstream} (connect {}, timeout {}, deadline {})",
+                    humantime::format_duration(route.connect_timeout),
                     humantime::format_duration(route.upstream_timeout),
                     humantime::format_duration(route.upstream_deadline)
                 ),

@@ -147,6 +147,9 @@ struct Case {
     expect: (u16, &'static str, bool),
 }
 
+/// The demo's proxy is on loopback: connecting takes no time.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 const CLERK: &str = "/webhooks/clerk";
 const BILLING: &str = "/webhooks/billing";
 
@@ -429,7 +432,9 @@ async fn send_case(
     );
     let signer = keys.signer(case.key);
     headers.extend(signed_headers(signer, case.family, id, timestamp, &body));
-    let (response, connection) = client.send(&endpoint.origin, request).await?;
+    let (response, connection) = client
+        .send(&endpoint.origin, request, CONNECT_TIMEOUT)
+        .await?;
     let status = response.status();
     let reply = response.into_body().collect().await?.to_bytes();
     connection.reuse();
@@ -440,7 +445,9 @@ async fn send_case(
 async fn print_metrics(client: &Client, admin: SocketAddr) -> Result<(), DemoError> {
     let scrape = Upstream::parse(&format!("http://{admin}/metrics"))?;
     let request = request_to(&scrape, Method::GET, Bytes::new());
-    let (response, _connection) = client.send(&scrape.origin, request).await?;
+    let (response, _connection) = client
+        .send(&scrape.origin, request, CONNECT_TIMEOUT)
+        .await?;
     let metrics = response.into_body().collect().await?.to_bytes();
     println!("\nmetrics that moved (from http://{admin}/metrics):");
     for line in String::from_utf8_lossy(&metrics).lines() {

@@ -169,7 +169,7 @@ pub async fn run(args: SendArgs) -> ExitCode {
     };
     let exchange = async {
         let (response, _connection) = client
-            .send(&upstream.origin, request)
+            .send(&upstream.origin, request, SEND_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
         let (parts, body) = response.into_parts();

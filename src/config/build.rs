@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::raw::{RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis};
-use super::route::{routes, RouteDefaults};
+use super::route::{routes, RouteDefaults, UpstreamTiming};
 use super::*;
 use crate::route::Upstream;
 use crate::secret::SecretSource;
@@ -110,7 +110,7 @@ pub(super) fn build(
     problems: &mut Problems,
 ) -> Option<Config> {
     let (listen, admin_addr) = listen(raw.listen, raw.admin, base_dir, problems);
-    let (limits, per_route) = limits(raw.limits, problems);
+    let (limits, upstream) = limits(raw.limits, problems);
     let tolerance = duration(problems, "verify.tolerance", &raw.verify.tolerance);
     let dedup = dedup(raw.dedup, tolerance, problems);
     let redis = raw.redis.and_then(|r| redis_section(r, base_dir, problems));
@@ -126,8 +126,7 @@ pub(super) fn build(
     let log = log(raw.log, problems);
     let defaults = RouteDefaults {
         tolerance_secs: tolerance.map_or(0, |t| t.as_secs()),
-        upstream_timeout: per_route.0,
-        upstream_deadline: per_route.1,
+        upstream,
         // A [redis] section with problems of its own is reported once, not per stream rule.
         redis_section_given: redis.is_some() || problems.has("redis"),
     };
@@ -189,11 +188,9 @@ fn listen(
     (listen, admin_addr)
 }
 
-/// `[limits]`, and the per-route defaults it sets (`upstream_timeout`, `upstream_deadline`).
-fn limits(
-    l: RawLimits,
-    problems: &mut Problems,
-) -> (Option<Limits>, (Option<Duration>, Option<Duration>)) {
+/// `[limits]`, and the per-route defaults it sets (`upstream_timeout`, `upstream_deadline`,
+/// `connect_timeout`).
+fn limits(l: RawLimits, problems: &mut Problems) -> (Option<Limits>, UpstreamTiming) {
     let count = |problems: &mut Problems, key: &str, n: usize| {
         at_least_one(problems, &format!("limits.{key}"), n as u64) as usize
     };
@@ -206,12 +203,17 @@ fn limits(
         "limits.h2_max_concurrent_streams",
         l.h2_max_concurrent_streams,
     );
-    let mut time = |key: &str, text: &str| duration(problems, &format!("limits.{key}"), text);
-    let header_read_timeout = time("header_read_timeout", &l.header_read_timeout);
-    let body_read_timeout = time("body_read_timeout", &l.body_read_timeout);
-    let per_route = (
-        time("upstream_timeout", &l.upstream_timeout),
-        time("upstream_deadline", &l.upstream_deadline),
+    let time = |problems: &mut Problems, key: &str, text: &str| {
+        duration(problems, &format!("limits.{key}"), text)
+    };
+    let header_read_timeout = time(problems, "header_read_timeout", &l.header_read_timeout);
+    let body_read_timeout = time(problems, "body_read_timeout", &l.body_read_timeout);
+    let upstream = UpstreamTiming::new(
+        "limits.",
+        (Some(&*l.upstream_timeout), Some(&*l.upstream_deadline)),
+        l.connect_timeout.as_deref(),
+        &UpstreamTiming::default(),
+        problems,
     );
     let shutdown_delay = duration_or_zero(problems, "limits.shutdown_delay", &l.shutdown_delay);
     let shutdown_grace = duration(problems, "limits.shutdown_grace", &l.shutdown_grace);
@@ -244,10 +246,11 @@ fn limits(
             shutdown_grace: shutdown_grace?,
             idle_timeout: idle_timeout?,
             max_buffered_bytes,
+            min_body_rate: l.min_body_rate,
             workers,
         })
     })();
-    (limits, per_route)
+    (limits, upstream)
 }
 
 /// `[dedup]`: capacity, a ttl no shorter than the tolerance, the store and its policy.

@@ -60,6 +60,13 @@ pub mod defaults {
     /// the process (~30 MB) under the example pod's 128 MiB limit, whatever anonymous
     /// senders do.
     pub const MAX_BUFFERED_BYTES: u64 = 64 * 1024 * 1024;
+    /// 64 KiB a second after a first second: a 1 MiB body in 17 s on the slowest link a
+    /// sender should have, while a stranger trickling bytes is cut off within seconds.
+    pub const MIN_BODY_RATE: u64 = 64 * 1024;
+    /// Connecting (TCP and TLS) to an upstream in the same pod or cluster takes
+    /// milliseconds; past this it is down, and the sender is told at once (502) rather
+    /// than at `upstream_timeout`.
+    pub const CONNECT_TIMEOUT: &str = "3s";
     /// Request threads when the container has no CPU quota: a sidecar shares its node, and
     /// one thread per node core (64 on a big node) only costs memory and upstream pools.
     pub const WORKERS_WITHOUT_QUOTA: usize = 2;
@@ -145,6 +152,8 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     pub idle_timeout: Duration,
     pub max_buffered_bytes: u64,
+    /// Bytes a second a body must keep up after its first second (0: no minimum).
+    pub min_body_rate: u64,
     /// Request threads: `limits.workers`, else the CPU quota rounded up, else 2.
     pub workers: usize,
 }
@@ -243,6 +252,9 @@ pub struct Route {
     pub upstream_timeout: Duration,
     /// How long the forward may go on in all before it is abandoned.
     pub upstream_deadline: Duration,
+    /// How long connecting (TCP, TLS, the HTTP handshake) may take; never longer than
+    /// `upstream_timeout`.
+    pub connect_timeout: Duration,
     pub max_in_flight: usize,
     /// PEM bundle for https upstreams; `None` = the system's roots.
     pub ca_file: Option<PathBuf>,

@@ -69,6 +69,8 @@ pub(super) struct RawLimits {
     pub(super) shutdown_grace: String,
     pub(super) idle_timeout: String,
     pub(super) max_buffered_bytes: u64,
+    pub(super) min_body_rate: u64,
+    pub(super) connect_timeout: Option<String>,
     pub(super) workers: Option<usize>,
 }
 
@@ -88,6 +90,8 @@ impl Default for RawLimits {
             shutdown_grace: defaults::SHUTDOWN_GRACE.into(),
             idle_timeout: defaults::IDLE_TIMEOUT.into(),
             max_buffered_bytes: defaults::MAX_BUFFERED_BYTES,
+            min_body_rate: defaults::MIN_BODY_RATE,
+            connect_timeout: None,
             workers: None,
         }
     }
@@ -174,6 +178,7 @@ pub(super) struct RawRoute {
     pub(super) upstream: Option<String>,
     pub(super) upstream_timeout: Option<String>,
     pub(super) upstream_deadline: Option<String>,
+    pub(super) connect_timeout: Option<String>,
     pub(super) max_in_flight: Option<usize>,
     pub(super) ca_file: Option<PathBuf>,
     pub(super) rules: Option<Vec<RawRule>>,

@@ -16,11 +16,89 @@ use crate::verify::{Verifier, VerifyKey};
 /// What the rest of the config decides for every route.
 pub(super) struct RouteDefaults {
     pub(super) tolerance_secs: u64,
-    /// `limits.upstream_timeout` and `limits.upstream_deadline` (`None` if invalid).
-    pub(super) upstream_timeout: Option<Duration>,
-    pub(super) upstream_deadline: Option<Duration>,
+    /// `[limits]`'s upstream timing.
+    pub(super) upstream: UpstreamTiming,
     /// Whether there is a `[redis]` section, which stream rules need.
     pub(super) redis_section_given: bool,
+}
+
+/// How long a forward may take (`None` where the value is invalid): the sender's wait,
+/// the forward's whole life, and connecting. Set in `[limits]` for every route, or by a
+/// route for itself.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct UpstreamTiming {
+    pub(super) timeout: Option<Duration>,
+    pub(super) deadline: Option<Duration>,
+    pub(super) connect: Option<Duration>,
+}
+
+impl Default for UpstreamTiming {
+    /// What holds before `[limits]`: only the built-in connect timeout.
+    fn default() -> Self {
+        let connect = humantime::parse_duration(super::defaults::CONNECT_TIMEOUT).ok();
+        UpstreamTiming {
+            timeout: None,
+            deadline: None,
+            connect,
+        }
+    }
+}
+
+impl UpstreamTiming {
+    /// The timing at `scope` (`limits.` or `routes[i].`): what it writes, else `inherited`.
+    /// A deadline shorter than the timeout is an error, and so is a connect timeout
+    /// written longer than the timeout; an inherited one is capped at it.
+    pub(super) fn new(
+        scope: &str,
+        (timeout, deadline): (Option<&str>, Option<&str>),
+        connect: Option<&str>,
+        inherited: &UpstreamTiming,
+        problems: &mut Problems,
+    ) -> UpstreamTiming {
+        let key = |name: &str| format!("{scope}{name}");
+        // Problems are said where the values are written, not again by every route.
+        let times_written = timeout.is_some() || deadline.is_some();
+        let connect_written = connect.is_some();
+        let mut read = |name: &str, own: Option<&str>, inherited: Option<Duration>| match own {
+            Some(text) => duration(problems, &key(name), text),
+            None => inherited,
+        };
+        let timeout = read("upstream_timeout", timeout, inherited.timeout);
+        let deadline = read("upstream_deadline", deadline, inherited.deadline);
+        let mut connect = read("connect_timeout", connect, inherited.connect);
+        if let (Some(timeout), Some(deadline)) = (timeout, deadline) {
+            if deadline < timeout && times_written {
+                problems.add(
+                    key("upstream_deadline"),
+                    format!(
+                        "{} is shorter than upstream_timeout ({}): a forward would be \
+                         abandoned while its sender still waits",
+                        humantime::format_duration(deadline),
+                        humantime::format_duration(timeout)
+                    ),
+                );
+            }
+        }
+        if let (Some(timeout), Some(c)) = (timeout, connect) {
+            if c > timeout && connect_written {
+                problems.add(
+                    key("connect_timeout"),
+                    format!(
+                        "{} is longer than upstream_timeout ({}): the sender would be \
+                         answered before the connection is even made",
+                        humantime::format_duration(c),
+                        humantime::format_duration(timeout)
+                    ),
+                );
+            }
+            connect = Some(c.min(timeout));
+        }
+        UpstreamTiming {
+            timeout,
+            deadline,
+            connect,
+        }
+    }
 }
 
 /// Every route, and the clashes between them: a path or a name used twice, the reserved
@@ -103,11 +181,16 @@ fn route(
             None
         }
     };
-    let own = (
-        raw.upstream_timeout.as_deref(),
-        raw.upstream_deadline.as_deref(),
+    let timing = UpstreamTiming::new(
+        &format!("routes[{i}]."),
+        (
+            raw.upstream_timeout.as_deref(),
+            raw.upstream_deadline.as_deref(),
+        ),
+        raw.connect_timeout.as_deref(),
+        &defaults.upstream,
+        problems,
     );
-    let (upstream_timeout, upstream_deadline) = timing(own, i, defaults, problems);
     let max_in_flight = match raw.max_in_flight {
         Some(n) => at_least_one(problems, &at("max_in_flight"), n as u64) as usize,
         None => defaults::MAX_IN_FLIGHT,
@@ -127,8 +210,9 @@ fn route(
         secrets: sources,
         verifier: Verifier::new(keys, defaults.tolerance_secs),
         rules: rules?,
-        upstream_timeout: upstream_timeout?,
-        upstream_deadline: upstream_deadline?,
+        upstream_timeout: timing.timeout?,
+        upstream_deadline: timing.deadline?,
+        connect_timeout: timing.connect?,
         max_in_flight,
         ca_file,
     })
@@ -260,37 +344,4 @@ fn stream_name(problems: &mut Problems, key: &str, name: String) -> Option<Actio
         return None;
     }
     Some(Action::Stream(name.into()))
-}
-
-/// The route's `upstream_timeout` and `upstream_deadline` (its own, else the defaults);
-/// the deadline never shorter than the timeout.
-fn timing(
-    (timeout, deadline): (Option<&str>, Option<&str>),
-    i: usize,
-    defaults: &RouteDefaults,
-    problems: &mut Problems,
-) -> (Option<Duration>, Option<Duration>) {
-    let at = |key: &str| format!("routes[{i}].{key}");
-    let timeout = match timeout {
-        Some(text) => duration(problems, &at("upstream_timeout"), text),
-        None => defaults.upstream_timeout,
-    };
-    let deadline = match deadline {
-        Some(text) => duration(problems, &at("upstream_deadline"), text),
-        None => defaults.upstream_deadline,
-    };
-    if let (Some(timeout), Some(deadline)) = (timeout, deadline) {
-        if deadline < timeout {
-            problems.add(
-                at("upstream_deadline"),
-                format!(
-                    "{} is shorter than upstream_timeout ({}): a forward would be \
-                     abandoned while its sender still waits",
-                    humantime::format_duration(deadline),
-                    humantime::format_duration(timeout)
-                ),
-            );
-        }
-    }
-    (timeout, deadline)
 }

@@ -249,6 +249,42 @@ fn connection_drain_and_forward_limits_default_and_validate() {
     }
 }
 
+/// `connect_timeout` is 3 s by default, per route too, never longer than the route's
+/// `upstream_timeout`: written longer, an error where it is written; inherited, capped.
+#[test]
+fn connect_timeout_defaults_and_is_never_above_upstream_timeout() {
+    let config = load(&minimal(), &[]).unwrap();
+    assert_eq!(config.routes[0].connect_timeout, Duration::from_secs(3));
+    assert_eq!(config.limits.min_body_rate, 65536);
+    let short = minimal().replace("upstream = ", "upstream_timeout = \"1s\"\nupstream = ");
+    let config = load(&short, &[]).unwrap();
+    assert_eq!(config.routes[0].connect_timeout, Duration::from_secs(1));
+    let own = minimal().replace("upstream = ", "connect_timeout = \"500ms\"\nupstream = ");
+    let config = load(&format!("[limits]\nmin_body_rate = 0\n{own}"), &[]).unwrap();
+    assert_eq!(config.routes[0].connect_timeout, Duration::from_millis(500));
+    assert_eq!(config.limits.min_body_rate, 0);
+    let found = problems(
+        &format!(
+            "[limits]\nconnect_timeout = \"20s\"\n{}",
+            minimal().replace(
+                "upstream = ",
+                "upstream_timeout = \"2s\"\nconnect_timeout = \"5s\"\nupstream = "
+            )
+        ),
+        &[],
+    );
+    for want in [
+        "limits.connect_timeout: 20s is longer than upstream_timeout (10s)",
+        "routes[0].connect_timeout: 5s is longer than upstream_timeout (2s)",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(want)),
+            "{want}: {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), 2, "{found:#?}");
+}
+
 #[test]
 fn cpu_quota_rounds_up_and_no_quota_is_none() {
     use super::build::{cpu_quota_v1, cpu_quota_v2};

@@ -46,6 +46,8 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("connecting to {origin} took longer than connect_timeout ({after:?})")]
+    ConnectTimeout { origin: Origin, after: Duration },
     #[error("HTTP/1.1 exchange failed")]
     Http(#[source] hyper::Error),
 }
@@ -69,9 +71,35 @@ pub struct Lease<'a> {
     client: &'a Client,
     origin: &'a Origin,
     sender: Sender,
+    /// Taken from the pool (else made for this request).
+    pooled: bool,
 }
 
-impl Lease<'_> {
+/// Why a lease's request got no response head.
+#[derive(Debug)]
+pub enum SendError {
+    /// A pooled connection closed before it took the request: the upstream never saw it,
+    /// and it may go on another connection.
+    Unsent(Box<Request<Full<Bytes>>>),
+    Failed(hyper::Error),
+}
+
+impl<'a> Lease<'a> {
+    /// Sends `request` on this connection: the response head, and the lease to give back
+    /// once its body was read (`reuse`).
+    pub async fn send(
+        mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(Response<Incoming>, Lease<'a>), SendError> {
+        match self.sender.try_send_request(request).await {
+            Ok(response) => Ok((response, self)),
+            Err(mut err) => match err.take_message() {
+                Some(unsent) if self.pooled => Err(SendError::Unsent(Box::new(unsent))),
+                _ => Err(SendError::Failed(err.into_error())),
+            },
+        }
+    }
+
     pub fn reuse(self) {
         if self.sender.is_closed() {
             return;
@@ -135,34 +163,52 @@ pub fn build_many(ca_file: Option<&Path>, count: usize) -> Result<Vec<Client>, T
 }
 
 impl Client {
-    /// Sends `request` (origin-form target, `Host` set) to `origin` on a pooled connection,
-    /// or a new one. A request that a pooled connection closed before taking is sent again
-    /// on another: the upstream never saw it.
+    /// A connection to `origin` ready for a request: the most recently used idle one that
+    /// is still ready, else a new one, made within `connect_timeout` (TCP, TLS and the
+    /// HTTP handshake).
+    pub async fn ready<'a>(
+        &'a self,
+        origin: &'a Origin,
+        connect_timeout: Duration,
+    ) -> Result<Lease<'a>, ClientError> {
+        let lease = |sender, pooled| Lease {
+            client: self,
+            origin,
+            sender,
+            pooled,
+        };
+        while let Some(mut sender) = self.pooled(origin) {
+            // An idle connection is ready at once, unless the upstream closed it.
+            if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, sender.ready()).await {
+                return Ok(lease(sender, true));
+            }
+        }
+        // Boxed: connecting (a TLS handshake's state) is rare but large, and would
+        // otherwise enlarge every forward's future (measured: 8 KB copied a request).
+        match tokio::time::timeout(connect_timeout, Box::pin(self.connect(origin))).await {
+            Ok(sender) => Ok(lease(sender?, false)),
+            Err(_) => Err(ClientError::ConnectTimeout {
+                origin: origin.clone(),
+                after: connect_timeout,
+            }),
+        }
+    }
+
+    /// Sends `request` (origin-form target, `Host` set) to `origin` on a ready connection
+    /// (`ready`); a request that a pooled connection closed before taking is sent again on
+    /// another: the upstream never saw it.
     pub async fn send<'a>(
         &'a self,
         origin: &'a Origin,
         mut request: Request<Full<Bytes>>,
+        connect_timeout: Duration,
     ) -> Result<(Response<Incoming>, Lease<'a>), ClientError> {
         loop {
-            let (mut sender, pooled) = match self.pooled(origin) {
-                Some(sender) => (sender, true),
-                // Boxed: connecting (a TLS handshake's state) is rare but large, and would
-                // otherwise enlarge every forward's future (measured: 8 KB copied a request).
-                None => (Box::pin(self.connect(origin)).await?, false),
-            };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let lease = Lease {
-                        client: self,
-                        origin,
-                        sender,
-                    };
-                    return Ok((response, lease));
-                }
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) if pooled => request = unsent,
-                    _ => return Err(ClientError::Http(err.into_error())),
-                },
+            let lease = self.ready(origin, connect_timeout).await?;
+            match lease.send(request).await {
+                Ok(sent) => return Ok(sent),
+                Err(SendError::Unsent(unsent)) => request = *unsent,
+                Err(SendError::Failed(err)) => return Err(ClientError::Http(err)),
             }
         }
     }
@@ -281,11 +327,16 @@ mod tests {
         upstream: &'a Upstream,
     ) -> (Response<Incoming>, Lease<'a>) {
         let request = request_to(upstream, Method::POST, Bytes::from_static(b"{}"));
-        client.send(&upstream.origin, request).await.unwrap()
+        client
+            .send(&upstream.origin, request, SECOND)
+            .await
+            .unwrap()
     }
 
     /// A connection goes back to the pool only when its answer was read whole (`reuse`);
     /// a lease dropped without, closes it.
+    const SECOND: Duration = Duration::from_secs(1);
+
     #[tokio::test]
     async fn a_connection_is_reused_only_when_given_back() {
         let (upstream, accepted) = upstream().await;
@@ -314,7 +365,7 @@ mod tests {
         let upstream = Upstream::parse(&format!("http://{addr}/x")).unwrap();
         let client = build(None).unwrap();
         let request = request_to(&upstream, Method::POST, Bytes::new());
-        let Err(err) = client.send(&upstream.origin, request).await else {
+        let Err(err) = client.send(&upstream.origin, request, SECOND).await else {
             panic!("nothing listens there")
         };
         assert!(matches!(err, ClientError::Connect { .. }), "{err}");

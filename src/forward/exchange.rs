@@ -1,5 +1,5 @@
-//! One exchange with an upstream through the pooled client: from connecting to the end of
-//! the upstream's body, which is read up to 64 KiB.
+//! One exchange with an upstream on a connection the client made ready: the request, the
+//! status line, and the upstream's body, read up to 64 KiB.
 
 use std::time::Duration;
 
@@ -9,8 +9,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 
-use super::client::{Client, ClientError};
-use crate::route::Origin;
+use super::client::{ClientError, Lease, SendError};
 
 /// Most bytes of an upstream's body passed back to the sender: the status is what a sender
 /// acts on, and the bound keeps a misbehaving upstream from costing memory.
@@ -42,29 +41,38 @@ pub enum ForwardError {
     Cut,
 }
 
-/// Sends one request and reads the answer. `on_status` hears the status line as soon as
-/// it arrives, before the body: a 2xx there means the upstream took the event, even if
-/// its body then fails. The connection goes back to the pool only when the answer was
-/// read to its end.
-pub async fn exchange(
-    client: &Client,
-    origin: &Origin,
-    target: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-    on_status: impl FnOnce(StatusCode),
-) -> Result<UpstreamReply, ForwardError> {
+/// The upstream request: POST to `target` with `headers` and `body`.
+pub fn request(target: Uri, headers: HeaderMap, body: Bytes) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = target;
     *request.headers_mut() = headers;
-    let (response, lease) = client
-        .send(origin, request)
-        .await
-        .map_err(ForwardError::Connect)?;
+    request
+}
+
+/// Why an exchange gave no complete answer.
+pub enum Unanswered {
+    /// A pooled connection closed before it took the request: the upstream never saw it.
+    Unsent(Box<Request<Full<Bytes>>>),
+    Failed(ForwardError),
+}
+
+/// Sends `request` on `lease` and reads the answer. `on_status` hears the status line as
+/// soon as it arrives, before the body: a 2xx there means the upstream took the event,
+/// even if its body then fails. The connection goes back to the pool only when the
+/// answer was read to its end.
+pub async fn exchange(
+    lease: Lease<'_>,
+    request: Request<Full<Bytes>>,
+    on_status: impl FnOnce(StatusCode),
+) -> Result<UpstreamReply, Unanswered> {
+    let (response, lease) = lease.send(request).await.map_err(|err| match err {
+        SendError::Unsent(request) => Unanswered::Unsent(request),
+        SendError::Failed(err) => Unanswered::Failed(ForwardError::Connect(ClientError::Http(err))),
+    })?;
     on_status(response.status());
     let (parts, body) = response.into_parts();
-    let (body, ended) = read_reply(body).await?;
+    let (body, ended) = read_reply(body).await.map_err(Unanswered::Failed)?;
     if ended {
         lease.reuse();
     }

@@ -1,8 +1,13 @@
 //! The life of a forward, in one place: a task of its own, tracked for shutdown, that owns
 //! what it holds (the id's claim, the route's `max_in_flight` permit, the body and its room)
-//! and answers the request through a oneshot. The sender waits up to `upstream_timeout`;
-//! whether it waits or not, the forward goes on until the upstream answers (a 2xx status
-//! line delivers the id, anything else releases it) or `upstream_deadline` abandons it.
+//! and answers the request through a oneshot.
+//!
+//! 1. Connecting, within `connect_timeout`: nothing is sent yet, so a failure is answered
+//!    502 and releases the id, and a sender that gives up abandons the forward.
+//! 2. Once the request is handed to a connection, the sender waits up to
+//!    `upstream_timeout` (then it is answered 504); whether it waits or not, the forward
+//!    goes on until the upstream answers (a 2xx status line delivers the id, anything else
+//!    releases it) or `upstream_deadline` abandons it.
 
 pub mod client;
 mod exchange;
@@ -25,6 +30,7 @@ use crate::metrics::{RouteMetrics, UpstreamClass};
 use crate::route::Upstream;
 use crate::store::{Claim, Id};
 use client::Client;
+use exchange::Unanswered;
 pub use exchange::{ForwardError, UpstreamReply, MAX_REPLY_BODY_BYTES};
 pub use headers::{upstream_headers, Additions, Peer, HOOKWALL_EVENT_TYPE, HOOKWALL_ROUTE};
 
@@ -44,6 +50,8 @@ pub struct Forward {
     /// The body's room in the budget.
     pub room: Room,
     pub metrics: Arc<RouteMetrics>,
+    /// How long connecting may take (`connect_timeout`).
+    pub connect: Duration,
     /// How long the sender waits (`upstream_timeout`).
     pub wait: Duration,
     /// How long the forward may run in all (`upstream_deadline`).
@@ -52,22 +60,16 @@ pub struct Forward {
 
 type Answer = Result<UpstreamReply, ForwardError>;
 
-/// Starts `job` in a task on `tracker` and waits for its answer up to `job.wait`.
+/// Starts `job` in a task on `tracker` and waits for its answer.
 pub async fn run(job: Forward, tracker: &TaskTracker) -> Answer {
-    let (wait, started) = (job.wait, Instant::now());
     let (answer, answered) = oneshot::channel();
     // Boxed here, once: spawning moves the future through several calls, and it is large.
-    tracker.spawn(Box::pin(life(job, started, answer)));
-    match tokio::time::timeout_at(started + wait, answered).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(_)) => Err(ForwardError::Cut),
-        Err(_) => Err(ForwardError::Timeout(wait)),
-    }
+    tracker.spawn(Box::pin(life(job, Instant::now(), answer)));
+    answered.await.unwrap_or(Err(ForwardError::Cut))
 }
 
-/// The forward's task. Its timer starts only once nobody waits for the answer: the common
-/// forward, answered in time, costs no timer here.
-async fn life(job: Forward, started: Instant, mut answer: oneshot::Sender<Answer>) {
+/// The forward's task.
+async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
     let Forward {
         id,
         client,
@@ -79,30 +81,51 @@ async fn life(job: Forward, started: Instant, mut answer: oneshot::Sender<Answer
         permit: _permit,
         room: _room,
         metrics,
+        connect,
         wait,
         deadline,
     } = job;
-    let (ended, detached) = {
-        let exchange =
-            exchange::exchange(&client, &upstream.origin, target, headers, body, |status| {
-                if status.is_success() {
-                    claim.delivered();
-                }
-            });
-        let waited = (started + wait, started + deadline);
-        until_deadline(std::pin::pin!(exchange), &mut answer, waited).await
-    };
-    let Some(result) = ended else {
-        // Dropping the exchange closed the upstream connection; dropping the claim (now)
-        // releases the id.
-        metrics.upstream_duration.observe(deadline.as_secs_f64());
-        metrics.upstream_response(UpstreamClass::Timeout);
-        let _span = outlived(&id).entered();
-        tracing::warn!(
-            detached,
-            "forward abandoned at upstream_deadline; its id is released"
-        );
-        return;
+    let mut answer = Some(answer);
+    let mut detached = "";
+    let mut request = exchange::request(target, headers, body);
+    let waits = (started + wait, started + deadline, wait);
+    let result = loop {
+        let ready = client.ready(&upstream.origin, connect);
+        let lease = match answer.as_mut() {
+            Some(waiting) => tokio::select! {
+                biased;
+                lease = ready => lease,
+                // Nothing was sent: the upstream cannot have acted, and nobody waits.
+                () = waiting.closed() => return,
+            },
+            None => ready.await,
+        };
+        let lease = match lease {
+            Ok(lease) => lease,
+            Err(err) => break Err(ForwardError::Connect(err)),
+        };
+        let exchange = exchange::exchange(lease, request, |status| {
+            if status.is_success() {
+                claim.delivered();
+            }
+        });
+        match waited(std::pin::pin!(exchange), &mut answer, &mut detached, waits).await {
+            Some(Ok(reply)) => break Ok(reply),
+            Some(Err(Unanswered::Failed(err))) => break Err(err),
+            Some(Err(Unanswered::Unsent(unsent))) => request = *unsent,
+            None => {
+                // Dropping the exchange closed the upstream connection; dropping the
+                // claim (now) releases the id.
+                metrics.upstream_duration.observe(deadline.as_secs_f64());
+                metrics.upstream_response(UpstreamClass::Timeout);
+                let _span = outlived(&id).entered();
+                tracing::warn!(
+                    detached,
+                    "forward abandoned at upstream_deadline; its id is released"
+                );
+                return;
+            }
+        }
     };
     metrics
         .upstream_duration
@@ -114,57 +137,76 @@ async fn life(job: Forward, started: Instant, mut answer: oneshot::Sender<Answer
             UpstreamClass::Error
         }
     });
-    // Nobody waits any more (the sender's wait ran out, or it hung up): the log tells the
-    // end instead. The claim (released unless delivered), the permit and the room end here.
-    let delivered = claim.is_delivered();
-    if let Err(unsent) = answer.send(result) {
-        // Nobody waited: the request stopped waiting just as the exchange ended.
-        let detached = match detached {
-            "" => why_detached(started + wait),
-            why => why,
-        };
-        let _span = outlived(&id).entered();
-        match unsent {
-            Ok(reply) => tracing::info!(
-                detached,
-                status = reply.status.as_u16(),
-                delivered,
-                "forward ended after its request"
-            ),
-            Err(err) => tracing::warn!(
-                detached,
-                delivered,
-                error = logging::chain(&err),
-                "forward ended after its request"
-            ),
+    // The claim (released unless delivered), the permit and the room end with the task.
+    let unanswered = match answer {
+        Some(waiting) => match waiting.send(result) {
+            Ok(()) => return,
+            Err(unsent) => unsent,
+        },
+        None => result,
+    };
+    told_in_the_log(&id, unanswered, detached, claim.is_delivered());
+}
+
+/// How a forward that nobody waited for any more ended.
+fn told_in_the_log(id: &Id, ended: Answer, detached: &'static str, delivered: bool) {
+    let detached = match detached {
+        "" => "sender_gone",
+        why => why,
+    };
+    let _span = outlived(id).entered();
+    match ended {
+        Ok(reply) => tracing::info!(
+            detached,
+            status = reply.status.as_u16(),
+            delivered,
+            "forward ended after its request"
+        ),
+        Err(err) => tracing::warn!(
+            detached,
+            delivered,
+            error = logging::chain(&err),
+            "forward ended after its request"
+        ),
+    }
+}
+
+/// The exchange's end, or `None` if it was abandoned at the deadline. The sender waits
+/// until `wait_ends`: then it is answered 504 and the forward goes on; it may also hang
+/// up. Either way (`detached` says which), `deadline` applies from then on.
+async fn waited<T>(
+    mut exchange: Pin<&mut impl Future<Output = T>>,
+    answer: &mut Option<oneshot::Sender<Answer>>,
+    detached: &mut &'static str,
+    (wait_ends, deadline, wait): (Instant, Instant, Duration),
+) -> Option<T> {
+    let sender_waits = tokio::time::sleep_until(wait_ends);
+    tokio::pin!(sender_waits);
+    loop {
+        let waiting = answer.is_some();
+        tokio::select! {
+            biased;
+            ended = exchange.as_mut() => return Some(ended),
+            () = &mut sender_waits, if waiting => {
+                if let Some(waiting) = answer.take() {
+                    let _ = waiting.send(Err(ForwardError::Timeout(wait)));
+                }
+                *detached = "upstream_timeout";
+            }
+            () = hung_up(answer), if waiting => {
+                answer.take();
+                *detached = "sender_gone";
+            }
+            () = tokio::time::sleep_until(deadline), if !waiting => return None,
         }
     }
 }
 
-/// The exchange's answer, or `None` if it was abandoned at the deadline, which applies
-/// only once nobody waits for the answer; and why nobody waited, if so: the sender's
-/// wait ran out (`upstream_timeout`), or it hung up (`sender_gone`).
-async fn until_deadline(
-    mut exchange: Pin<&mut impl Future<Output = Answer>>,
-    answer: &mut oneshot::Sender<Answer>,
-    (wait_ends, deadline): (Instant, Instant),
-) -> (Option<Answer>, &'static str) {
-    tokio::select! {
-        biased;
-        ended = exchange.as_mut() => return (Some(ended), ""),
-        () = answer.closed() => {}
-    }
-    let detached = why_detached(wait_ends);
-    let ended = tokio::time::timeout_at(deadline, exchange).await;
-    (ended.ok(), detached)
-}
-
-/// Why nobody waits for the answer now: the sender's wait ran out, or it hung up.
-fn why_detached(wait_ends: Instant) -> &'static str {
-    if Instant::now() >= wait_ends {
-        "upstream_timeout"
-    } else {
-        "sender_gone"
+/// Completes when the request stops waiting for the answer (never once it was answered).
+async fn hung_up(answer: &mut Option<oneshot::Sender<Answer>>) {
+    match answer {
+        Some(waiting) => waiting.closed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -279,3 +279,47 @@ async fn the_shutdown_grace_cuts_off_what_does_not_finish() {
     );
     release.notify_one();
 }
+
+/// The public listener breaks for good (its socket shut down from outside: every accept
+/// fails with EINVAL): hookwall turns unready and `run` returns the error (the binary
+/// exits 2 on it, and Kubernetes restarts the container), rather than staying Ready and
+/// serving nothing.
+#[tokio::test]
+async fn a_public_listener_that_breaks_makes_hookwall_unready_and_stop() {
+    let upstream = Upstream::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookwall.toml");
+    std::fs::write(&file, one_route(&upstream, "")).unwrap();
+    let config = hookwall::config::Config::load_with_env(&file, &[]).unwrap();
+    let public = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let breaker = socket2::Socket::from(public.try_clone().unwrap());
+    public.set_nonblocking(true).unwrap();
+    let public = tokio::net::TcpListener::from_std(public).unwrap();
+    let addr = public.local_addr().unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let readyz = format!("http://{}/readyz", admin.local_addr().unwrap());
+    let (_control, requests) = tokio::sync::mpsc::channel(1);
+    let running = tokio::spawn(hookwall::run(config, public, admin, requests));
+    until("ready", async || get(&readyz).await.0 == 200).await;
+    assert_eq!(
+        send_event(&format!("http://{addr}/hook"), "msg_1").await.0,
+        200
+    );
+
+    breaker.shutdown(std::net::Shutdown::Both).unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("run returns")
+        .unwrap();
+    assert!(
+        matches!(
+            ended,
+            Err(hookwall::RunError::Serve(
+                hookwall::server::ServeError::Accept(_)
+            ))
+        ),
+        "{ended:?}"
+    );
+    // Its admin listener went with it: nothing says Ready any more.
+    assert!(try_send("GET", &readyz, &[], b"").await.is_err());
+}

@@ -13,6 +13,7 @@ mod fuzz;
 mod lifecycle;
 mod proxy;
 mod redis_store;
+mod strangers;
 mod streams;
 mod tls;
 mod upstream_faults;

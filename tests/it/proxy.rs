@@ -824,3 +824,69 @@ upstream = "{up}"
     assert_eq!(m.secret_matches("old_first", "1"), Some(1.0));
     proxy.shutdown().await;
 }
+
+/// `max_in_flight` holds forwards only: with a route's one place taken by a forward that
+/// is still running, a dropped or unmatched event is acknowledged as usual, and another
+/// forward is refused 503 before its id is claimed.
+#[tokio::test]
+async fn max_in_flight_holds_only_forwards() {
+    let (upstream, arrived, release) = holding_upstream().await;
+    let toml = config(&upstream, "").replacen(
+        "path = \"/webhooks/billing\"",
+        "path = \"/webhooks/billing\"\nmax_in_flight = 1",
+        1,
+    );
+    let proxy = Arc::new(Proxy::start(&toml).await);
+    let first = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            deliver(
+                &proxy,
+                "/webhooks/billing",
+                SECRET,
+                "msg_f1",
+                "invoice.paid",
+            )
+            .await
+        })
+    };
+    arrived.notified().await;
+    let filtered = (200, br#"{"outcome":"filtered"}"#.as_ref());
+    for (id, kind) in [("msg_d", "session.ended"), ("msg_u", "user.created")] {
+        let (status, reply) = deliver(&proxy, "/webhooks/billing", SECRET, id, kind).await;
+        assert_eq!((status, reply.as_ref()), filtered, "{kind}");
+    }
+    let (status, reply) = deliver(
+        &proxy,
+        "/webhooks/billing",
+        SECRET,
+        "msg_f2",
+        "invoice.created",
+    )
+    .await;
+    assert_eq!(
+        (status, reply.as_ref()),
+        (503, br#"{"error":"overloaded"}"#.as_ref())
+    );
+    release.notify_one();
+    assert_eq!(first.await.unwrap().0, 200);
+    // The refused forward's id was never claimed: its retry goes through.
+    let retry = proxy.clone();
+    let second = tokio::spawn(async move {
+        deliver(
+            &retry,
+            "/webhooks/billing",
+            SECRET,
+            "msg_f2",
+            "invoice.created",
+        )
+        .await
+    });
+    arrived.notified().await;
+    release.notify_one();
+    assert_eq!(second.await.unwrap().0, 200);
+    let m = proxy.metrics().await;
+    assert_eq!(m.requests("billing", "filtered"), 2.0);
+    assert_eq!(m.requests("billing", "overloaded"), 1.0);
+    Arc::try_unwrap(proxy).ok().unwrap().shutdown().await;
+}

@@ -547,3 +547,36 @@ fn mix(id: &str, n: usize) -> u64 {
     }
     h
 }
+
+/// A claim that is gone while its forward runs (deleted here, as a Redis that lost data
+/// would): the next renewal finds it gone, says so once (`op="renew"`) and stops renewing
+/// it, rather than warning every tick until the forward ends.
+#[tokio::test]
+async fn a_renewal_that_finds_its_claim_gone_stops_and_says_so_once() {
+    let redis = RedisServer::start();
+    let held = held_on_a(&redis, "msg_gone").await;
+    let key = "hookwall:dedup:hook:msg_gone";
+    assert!(redis.get(key).unwrap().starts_with("i:"));
+    redis.cmd(&["DEL", key]);
+    let gone = |a: &Running| {
+        a.log()
+            .iter()
+            .filter(|l| l.contains("a claim was gone before its forward ended"))
+            .count()
+    };
+    until("the renewal to find the claim gone", async || {
+        gone(&held.a) == 1
+    })
+    .await;
+    let renewals = held.a.metrics().await.redis_commands("renew", "ok");
+    assert!(renewals >= 1.0);
+    // Three more renewal ticks (every 667 ms): no renewal, no warning.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gone(&held.a), 1);
+    assert_eq!(
+        held.a.metrics().await.redis_commands("renew", "ok"),
+        renewals
+    );
+    held.release.notify_one();
+    assert_eq!(held.first.await.unwrap().0, 200);
+}

@@ -23,7 +23,9 @@ async fn post_tls(ca_file: &Path, url: &str, id: &str) -> Result<u16, BoxError> 
             http::HeaderValue::try_from(v)?,
         );
     }
-    let (response, _connection) = client.send(&upstream.origin, request).await?;
+    let (response, _connection) = client
+        .send(&upstream.origin, request, std::time::Duration::from_secs(5))
+        .await?;
     let status = response.status().as_u16();
     response.into_body().collect().await?;
     Ok(status)

@@ -505,3 +505,58 @@ async fn a_sender_hanging_up_mid_forward_does_not_cause_a_second_delivery() {
     assert_eq!(upstream.ids()["msg_gone"], 1);
     proxy.shutdown().await;
 }
+
+/// An upstream whose SYNs are never answered (its listen queue is full, so the kernel
+/// drops them): nothing is ever sent, so the sender gets 502 `upstream_unavailable` at
+/// `connect_timeout` (3 s by default, under the route's 5 s `upstream_timeout`) and the id
+/// is released at once. Once the upstream is fixed, the sender's retry is forwarded, once.
+#[tokio::test]
+async fn a_blackholed_upstream_is_a_502_at_connect_timeout_and_the_retry_goes_through() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let blackhole = socket.listen(0).unwrap();
+    let addr = blackhole.local_addr().unwrap();
+    // The queue holds one connection; a second one's SYNs go unanswered.
+    let _queued = TcpStream::connect(addr).await.unwrap();
+    let probe = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr));
+    assert!(probe.await.is_err(), "the listener does not blackhole");
+    let proxy = Proxy::start(&route(addr, "5s")).await;
+
+    let started = std::time::Instant::now();
+    let (status, reply) = send_event(&proxy.url("/hook"), "msg_blackholed").await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, reply.as_str()),
+        (502, r#"{"error":"upstream_unavailable"}"#)
+    );
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_millis(4500),
+        "answered after {took:?}"
+    );
+    let m = proxy.metrics().await;
+    assert_eq!(m.requests("r", "upstream_unavailable"), 1.0);
+    assert_eq!(
+        m.get(
+            "hookwall_upstream_responses_total",
+            &[("route", "r"), ("class", "error")]
+        ),
+        Some(1.0)
+    );
+    // Fixed: the same listener is served now. The retry is forwarded (not 409).
+    let fixed = Upstream::on(blackhole);
+    assert_eq!(
+        send_event(&proxy.url("/hook"), "msg_blackholed").await.0,
+        200
+    );
+    assert_eq!(fixed.ids().get("msg_blackholed"), Some(&1));
+    assert_eq!(
+        send_event(&proxy.url("/hook"), "msg_blackholed").await.0,
+        200
+    );
+    assert_eq!(
+        fixed.ids().get("msg_blackholed"),
+        Some(&1),
+        "then a duplicate"
+    );
+    proxy.shutdown().await;
+}

@@ -123,8 +123,26 @@ impl Upstream {
         .await
     }
 
+    /// An upstream that answers 200 on `listener`, bound (and maybe left unserved) by the
+    /// test.
+    pub fn on(listener: TcpListener) -> Self {
+        Self::serve_on(
+            listener,
+            None,
+            Arc::new(|_: &Received, _| Reply::Status(200)),
+        )
+    }
+
     async fn serve(tls: Option<tokio_rustls::TlsAcceptor>, behaviour: Behaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(listener, tls, behaviour)
+    }
+
+    fn serve_on(
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        behaviour: Behaviour,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let log = received.clone();

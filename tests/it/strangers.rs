@@ -1,0 +1,339 @@
+//! Strangers pay for what they hold (contract §6), tried as an attacker without a secret
+//! would: heads whose bodies never come, bodies that trickle a byte a second, bodies that
+//! stall once most of them is sent, a flood past the connection cap, held admin
+//! connections. Each is bounded by what it has actually sent, and signed events are
+//! answered meanwhile.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::helpers::running::{config_dir, Running};
+use crate::helpers::*;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// Generous: only keeps a broken build from hanging the suite.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// An unsigned head for `/hook` (fresh timestamp, a signature that cannot match) declaring
+/// a body of `length` bytes.
+fn unsigned_head(length: u64) -> String {
+    format!(
+        "POST /hook HTTP/1.1\r\nhost: x\r\nsvix-id: msg_stranger\r\nsvix-timestamp: {}\r\n\
+         svix-signature: v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\
+         content-type: application/json\r\ncontent-length: {length}\r\n\r\n",
+        now()
+    )
+}
+
+/// How a stranger's connection ended: after how long (from its head), and what came back.
+type Ended = Option<(Duration, Vec<u8>)>;
+
+/// `count` strangers, each sending an unsigned head declaring 128 B to 1 MiB, then a byte
+/// a second if `trickle`, else nothing. Each task ends when the server answers or closes
+/// (within `BOUND`, else `None`).
+async fn strangers(
+    addr: SocketAddr,
+    count: usize,
+    trickle: bool,
+) -> Vec<tokio::task::JoinHandle<Ended>> {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.ok()?;
+                let length = 128 + (i as u64 * 7919) % ((1 << 20) - 128);
+                stream
+                    .write_all(unsigned_head(length).as_bytes())
+                    .await
+                    .ok()?;
+                sent.fetch_add(1, Ordering::SeqCst);
+                let started = Instant::now();
+                let (mut reader, mut writer) = stream.into_split();
+                let dripping = tokio::spawn(async move {
+                    if trickle {
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            if writer.write_all(b"x").await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    // The write half stays open: a stall, not a close.
+                    std::future::pending::<()>().await;
+                });
+                let mut answer = Vec::new();
+                let read = tokio::time::timeout(BOUND, reader.read_to_end(&mut answer)).await;
+                dripping.abort();
+                read.ok().map(|_| (started.elapsed(), answer))
+            })
+        })
+        .collect();
+    until("every stranger to send its head", async || {
+        sent.load(Ordering::SeqCst) == count
+    })
+    .await;
+    tasks
+}
+
+/// Ten signed 3 KB events, one after another: their statuses.
+async fn ten_signed(url: &str, prefix: &str) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let id = format!("{prefix}{i}");
+        let answer = tokio::time::timeout(BOUND, send_event(url, &id));
+        statuses.push(answer.await.expect("a signed event is answered").0);
+    }
+    statuses
+}
+
+/// How many strangers were answered 408 or closed within 8 s.
+async fn cut_within_8_s(strangers: Vec<tokio::task::JoinHandle<Ended>>) -> (usize, usize) {
+    let count = strangers.len();
+    let mut cut = 0;
+    for stranger in strangers {
+        if let Ok(Some((after, answer))) = stranger.await {
+            let timed_out = answer.is_empty() || answer.starts_with(b"HTTP/1.1 408");
+            if timed_out && after <= Duration::from_secs(8) {
+                cut += 1;
+            }
+        }
+    }
+    (cut, count)
+}
+
+/// 960 heads declaring bodies of 128 B to 1 MiB, and no body byte: they hold no room in
+/// the budget (it is charged as bytes arrive), so signed events are served at once; and
+/// each is answered 408 (`min_body_rate`) well within 8 s.
+#[tokio::test]
+async fn heads_without_bodies_hold_nothing() {
+    let upstream = Upstream::ok().await;
+    let (_dir, file) = config_dir(&upstream, "");
+    let hw = Running::start(&file).await;
+    let strangers = strangers(hw.public, 960, false).await;
+    assert_eq!(
+        ten_signed(&hw.url("/hook"), "msg_heads_").await,
+        vec![200; 10]
+    );
+    let (cut, count) = cut_within_8_s(strangers).await;
+    eprintln!("960 heads without bodies: {cut} of {count} answered 408 or closed within 8 s");
+    assert!(cut * 10 >= count * 9, "{cut} of {count} cut within 8 s");
+    assert_eq!(upstream.count(), 10);
+}
+
+/// 960 bodies trickling a byte a second: they fall behind `min_body_rate` after their
+/// first second and are answered 408 and closed; signed events are served throughout.
+#[tokio::test]
+async fn trickling_bodies_are_cut_off() {
+    let upstream = Upstream::ok().await;
+    let (_dir, file) = config_dir(&upstream, "");
+    let hw = Running::start(&file).await;
+    let strangers = strangers(hw.public, 960, true).await;
+    assert_eq!(
+        ten_signed(&hw.url("/hook"), "msg_trickle_").await,
+        vec![200; 10]
+    );
+    let (cut, count) = cut_within_8_s(strangers).await;
+    eprintln!("960 trickling bodies: {cut} of {count} answered 408 or closed within 8 s");
+    assert!(cut * 10 >= count * 9, "{cut} of {count} cut within 8 s");
+    let m = hw.metrics().await;
+    assert!(m.requests("hook", "body_timeout") >= 0.9 * 960.0);
+}
+
+/// Bodies hold what they sent (a buffer at most twice that, never past their declared
+/// length); with the budget full, a body that arrives is refused (503) while the others
+/// are still arriving, and takes the room of one that stalled for a second (which is
+/// answered 408); everything is given back in the end.
+#[tokio::test]
+async fn bodies_hold_what_they_sent_and_the_stalled_give_way() {
+    let upstream = Upstream::ok().await;
+    let limits = "max_body_bytes = 100000\nmax_buffered_bytes = 250000\nmin_body_rate = 0";
+    let proxy = Proxy::start(&one_route(&upstream, limits)).await;
+    let buffered = async || {
+        let m = proxy.metrics().await;
+        m.get("hookwall_buffered_body_bytes", &[]).unwrap()
+    };
+    let mut stalled = Vec::new();
+    for i in 1..=2 {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream
+            .write_all(unsigned_head(100_000).as_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&[b'x'; 90_000]).await.unwrap();
+        until("the body's bytes to be held", async || {
+            buffered().await == 100_000.0 * i as f64
+        })
+        .await;
+        stalled.push(stream);
+    }
+    // A third arrives while the two still count as arriving: refused.
+    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
+    third
+        .write_all(unsigned_head(100_000).as_bytes())
+        .await
+        .unwrap();
+    let _ = third.write_all(&[b'x'; 90_000]).await;
+    let mut refused = Vec::new();
+    let _ = tokio::time::timeout(BOUND, third.read_to_end(&mut refused)).await;
+    let refused = String::from_utf8_lossy(&refused).to_ascii_lowercase();
+    assert!(refused.starts_with("http/1.1 503"), "{refused}");
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+    // A signed event fits beside them.
+    assert_eq!(send_event(&proxy.url("/hook"), "msg_fits").await.0, 200);
+    // Once they have stalled for a second, an arriving body takes one's room: it is read
+    // whole (and refused for its signature), and the stalled one is answered 408.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut fourth = TcpStream::connect(proxy.addr).await.unwrap();
+    fourth
+        .write_all(unsigned_head(100_000).as_bytes())
+        .await
+        .unwrap();
+    fourth.write_all(&[b'x'; 100_000]).await.unwrap();
+    let mut answer = [0u8; 12];
+    let read = tokio::time::timeout(BOUND, fourth.read_exact(&mut answer)).await;
+    read.unwrap().unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 401");
+    let mut gave_way = 0;
+    for stream in &mut stalled {
+        let mut got = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_millis(500), stream.read_to_end(&mut got));
+        if ended.await.is_ok() {
+            assert!(
+                got.starts_with(b"HTTP/1.1 408"),
+                "{}",
+                String::from_utf8_lossy(&got)
+            );
+            gave_way += 1;
+        }
+    }
+    assert_eq!(gave_way, 1, "one stalled body gave its room up");
+    let m = proxy.metrics().await;
+    assert_eq!(m.requests("r", "overloaded"), 1.0);
+    assert_eq!(m.requests("r", "body_timeout"), 1.0);
+    // The other one's sender goes away: what it held is given back too.
+    drop(stalled);
+    until("the budget to empty", async || buffered().await == 0.0).await;
+    proxy.shutdown().await;
+}
+
+/// 600 senders each announce 1 MB, really send ~960 KB, and stall: what they hold is
+/// bounded by `max_buffered_bytes` (RSS under the example pod's 128 MiB), and ten signed
+/// events meanwhile are each forwarded, taking the room of stalled bodies if they must.
+#[tokio::test]
+async fn six_hundred_stalled_bodies_stay_under_128_mib() {
+    let upstream = Upstream::ok().await;
+    let (_dir, file) = config_dir(&upstream, "");
+    let hw = Running::start(&file).await;
+    let addr = hw.public;
+    let written = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..600 {
+        let written = written.clone();
+        senders.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.ok()?;
+            stream
+                .write_all(unsigned_head(1_000_000).as_bytes())
+                .await
+                .ok()?;
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..15 {
+                if stream.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            written.fetch_add(1, Ordering::SeqCst);
+            // Stall: hold the connection until the test ends.
+            Some(stream)
+        }));
+    }
+    until_within(
+        "the senders to stall",
+        Duration::from_secs(60),
+        async || written.load(Ordering::SeqCst) == 600,
+    )
+    .await;
+    assert_eq!(
+        ten_signed(&hw.url("/hook"), "msg_real_").await,
+        vec![200; 10]
+    );
+    let buffered = hw
+        .metrics()
+        .await
+        .get("hookwall_buffered_body_bytes", &[])
+        .unwrap();
+    assert!(buffered <= 64.0 * 1024.0 * 1024.0, "{buffered}");
+    let peak_kib = peak_rss_kib(hw.child.id());
+    eprintln!(
+        "600 stalled senders: peak RSS {} MiB, {buffered} body bytes held, 10 signed events 200",
+        peak_kib / 1024
+    );
+    assert!(
+        peak_kib < 128 * 1024,
+        "peak RSS {} MiB under 600 stalled bodies",
+        peak_kib / 1024
+    );
+    drop(senders);
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// With the public port flooded past `max_connections`, the admin listener still answers
+/// at once (refusals run on the acceptor's thread); and it holds at most 64 connections
+/// of its own: the 65th is closed at once, and a probe goes through once one is let go.
+#[tokio::test]
+async fn the_admin_side_stays_answerable() {
+    let upstream = Upstream::ok().await;
+    let proxy = Proxy::start(&one_route(&upstream, "max_connections = 4")).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let stream = TcpStream::connect(proxy.addr).await.unwrap();
+        held.push(stream);
+    }
+    let flood: Vec<_> = (0..300)
+        .map(|_| {
+            let addr = proxy.addr;
+            tokio::spawn(async move { TcpStream::connect(addr).await.ok() })
+        })
+        .collect();
+    let readyz = format!("http://{}/readyz", proxy.admin);
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let (status, _, _) = tokio::time::timeout(BOUND, get(&readyz)).await.unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    drop(flood);
+    let mut admin = Vec::new();
+    for _ in 0..64 {
+        admin.push(TcpStream::connect(proxy.admin).await.unwrap());
+    }
+    let mut over = TcpStream::connect(proxy.admin).await.unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(BOUND, over.read_to_end(&mut got)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the 65th admin connection is closed at once"
+    );
+    admin.pop();
+    until("a probe to go through", async || {
+        matches!(try_send("GET", &readyz, &[], b"").await, Ok((200, _, _)))
+    })
+    .await;
+    drop(admin);
+    proxy.shutdown().await;
+}
