@@ -1,6 +1,7 @@
 //! Reading a request body before its signature is checked, so from a stranger: it holds
 //! only what it has sent. Its room in the body budget is charged as bytes arrive (the
-//! declared Content-Length is only checked against `max_body_bytes`), it must keep up
+//! declared Content-Length is only checked against `max_body_bytes`; a body that needs
+//! more than one piece is also charged its connection's read buffer), it must keep up
 //! `min_body_rate` after a first second, and once stalled it gives its room up to a body
 //! that is arriving when the budget is full.
 
@@ -57,10 +58,7 @@ where
     let started = Instant::now();
     let read_by = started + limits.body_read_timeout;
     let mut room = budget.room();
-    let mut buffer = Buffer {
-        limit: declared.unwrap_or(limits.max_body_bytes),
-        ..Buffer::default()
-    };
+    let mut buffer = Buffer::default();
     // Made once, armed only if a frame is not there at once (the common body is).
     let timer = tokio::time::sleep_until(read_by);
     tokio::pin!(timer);
@@ -91,6 +89,11 @@ where
         }
         buffer.push(data, &mut room)?;
         if !body.is_end_stream() {
+            if !buffer.pays_for_reading {
+                // A body still arriving also holds its connection's read buffer.
+                charge(&mut room, limits.read_buffer_bytes())?;
+                buffer.pays_for_reading = true;
+            }
             room.arrived();
         }
     }
@@ -105,54 +108,38 @@ fn keep_up_by(started: Instant, received: u64, rate: u64) -> Instant {
     started + GRACE + Duration::from_secs_f64(received as f64 / rate as f64)
 }
 
-/// The bytes received so far: the first piece as it came (not copied), then a buffer that
-/// grows to twice what it holds (no more than `limit`), its room charged for its whole
-/// capacity before it is allocated.
+/// The bytes received so far, as they came (not copied: each piece is a slice of the
+/// connection's read buffer), joined into one once the body is whole. What the pieces
+/// hold is charged as they arrive.
 #[derive(Default)]
 struct Buffer {
-    first: Option<Bytes>,
-    rest: Option<BytesMut>,
+    pieces: Vec<Bytes>,
     received: u64,
-    /// The declared length, else `max_body_bytes`: the buffer never grows past it.
-    limit: u64,
+    /// Whether the room covers the connection's read buffer too (once the body needs
+    /// more than one piece).
+    pays_for_reading: bool,
 }
 
 impl Buffer {
     fn push(&mut self, data: Bytes, room: &mut Room) -> Result<(), BodyError> {
-        let len = (self.received + data.len() as u64) as usize;
-        let capacity = (2 * len).min(self.limit as usize).max(len);
-        match (self.first.take(), &mut self.rest) {
-            (None, None) => {
-                charge(room, data.len())?;
-                self.first = Some(data);
-            }
-            (Some(first), _) => {
-                charge(room, capacity - first.len())?;
-                let mut buf = BytesMut::with_capacity(capacity);
-                buf.extend_from_slice(&first);
-                buf.extend_from_slice(&data);
-                self.rest = Some(buf);
-            }
-            (None, Some(buf)) => {
-                if len > buf.capacity() {
-                    charge(room, capacity - buf.capacity())?;
-                    // Allocated exactly (BytesMut::reserve may take more than it is asked).
-                    let mut bigger = BytesMut::with_capacity(capacity);
-                    bigger.extend_from_slice(&buf[..]);
-                    *buf = bigger;
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        self.received = len as u64;
+        charge(room, data.len())?;
+        self.received += data.len() as u64;
+        self.pieces.push(data);
         Ok(())
     }
 
+    /// The body in one piece: the one that came, or all of them joined (allocated once,
+    /// at its length).
     fn into_bytes(self) -> Bytes {
-        match (self.first, self.rest) {
-            (_, Some(buf)) => buf.freeze(),
-            (Some(first), None) => first,
-            (None, None) => Bytes::new(),
+        match <[Bytes; 1]>::try_from(self.pieces) {
+            Ok([whole]) => whole,
+            Err(pieces) => {
+                let mut whole = BytesMut::with_capacity(self.received as usize);
+                for piece in &pieces {
+                    whole.extend_from_slice(piece);
+                }
+                whole.freeze()
+            }
         }
     }
 }
@@ -178,7 +165,7 @@ mod tests {
         Limits {
             max_body_bytes: 100_000,
             max_headers: 100,
-            max_header_bytes: 32_768,
+            max_header_bytes: 1_024,
             header_read_timeout: s(10),
             body_read_timeout: s(30),
             max_connections: 10,
@@ -191,6 +178,9 @@ mod tests {
             workers: 1,
         }
     }
+
+    /// What a body that needs more than one piece is also charged (`read_buffer_bytes`).
+    const READ: u64 = 16 * 1024;
 
     fn budget(max: u64) -> (Arc<Budget>, Arc<WorkerBudget>) {
         let budget = Arc::new(Budget::new(max, 1));
@@ -234,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_is_charged_for_what_arrived_never_for_what_it_declares() {
-        let (budget, worker) = budget(10_000);
+        let (budget, worker) = budget(100_000);
         let (mut sender, task) = reading(9_000, limits(0), &worker);
         sender
             .send_data(Bytes::from(vec![b'a'; 100]))
@@ -244,8 +234,8 @@ mod tests {
             .send_data(Bytes::from(vec![b'b'; 100]))
             .await
             .unwrap();
-        // The buffer (twice what arrived) is what is held; nothing for the 8,800 to come.
-        crate::budget::tests::until(|| budget.held() == 400).await;
+        // What arrived and the read buffer are what is held; nothing for the 8,800 to come.
+        crate::budget::tests::until(|| budget.held() == 200 + READ).await;
         sender
             .send_data(Bytes::from(vec![b'c'; 8_800]))
             .await
@@ -253,7 +243,7 @@ mod tests {
         drop(sender);
         let (body, room) = task.await.unwrap().unwrap();
         assert_eq!(body.len(), 9_000);
-        assert_eq!(room.bytes(), 9_000, "never more than declared");
+        assert_eq!(room.bytes(), 9_000 + READ, "never more than declared");
         assert_eq!(&body[..3], b"aaa");
         assert_eq!(&body[8_997..], b"ccc");
     }
@@ -281,7 +271,7 @@ mod tests {
     /// cut off when it does (500 bytes at 1,000 B/s: at 1.5 s), not at `body_read_timeout`.
     #[tokio::test(start_paused = true)]
     async fn a_body_slower_than_min_body_rate_is_cut_off_when_it_falls_behind() {
-        let (budget, worker) = budget(10_000);
+        let (budget, worker) = budget(100_000);
         let started = Instant::now();
         let (mut sender, task) = reading(2_000, limits(1_000), &worker);
         sender.send_data(Bytes::from(vec![0; 500])).await.unwrap();
@@ -296,7 +286,8 @@ mod tests {
     /// one that arrives (and is answered 408); one still arriving does not.
     #[tokio::test(start_paused = true)]
     async fn a_stalled_body_gives_its_room_to_one_that_arrives() {
-        let (budget, worker) = budget(10_000);
+        // The stalled body holds its 6,000 and its read buffer; 4,000 more are left.
+        let (budget, worker) = budget(6_000 + READ + 4_000);
         let (mut stalled, stalling) = reading(9_000, limits(0), &worker);
         stalled
             .send_data(Bytes::from(vec![0; 3_000]))
@@ -306,7 +297,7 @@ mod tests {
             .send_data(Bytes::from(vec![0; 3_000]))
             .await
             .unwrap();
-        crate::budget::tests::until(|| budget.held() > 6_000).await;
+        crate::budget::tests::until(|| budget.held() == 6_000 + READ).await;
         // Not yet stalled: the arriving body is refused, the first keeps its room.
         let arriving = read_all(Bytes::from(vec![1; 5_000]), 5_000, &worker);
         assert_eq!(arriving.await.unwrap_err(), BodyError::BudgetFull);

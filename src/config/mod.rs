@@ -158,6 +158,14 @@ pub struct Limits {
     pub workers: usize,
 }
 
+impl Limits {
+    /// The most an HTTP/1 connection's read buffer holds: a head just past
+    /// `max_header_bytes` still reaches the pipeline (and is answered and counted there).
+    pub fn read_buffer_bytes(&self) -> usize {
+        (self.max_header_bytes + 8192).max(16 * 1024)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupConfig {
     pub capacity: usize,

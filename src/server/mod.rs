@@ -263,7 +263,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers.saturating_mul(2).max(100))
-        .max_buf_size((limits.max_header_bytes.saturating_mul(2) + 4096).max(16 * 1024));
+        .max_buf_size(limits.read_buffer_bytes());
     builder
         .http2()
         .timer(TokioTimer::new())
