@@ -5,13 +5,16 @@
 //! `min_body_rate` after a first second, and once stalled it gives its room up to a body
 //! that is arriving when the budget is full.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http_body_util::BodyExt as _;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::budget::{Room, WorkerBudget};
 use crate::config::Limits;
@@ -59,21 +62,29 @@ where
     let read_by = started + limits.body_read_timeout;
     let mut room = budget.room();
     let mut buffer = Buffer::default();
-    // Made once, armed only if a frame is not there at once (the common body is).
-    let timer = tokio::time::sleep_until(read_by);
-    tokio::pin!(timer);
+    // Made only once a piece is not there at once: the common body is, whole.
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
     loop {
-        let due = keep_up_by(started, buffer.received, limits.min_body_rate).min(read_by);
-        if timer.deadline() != due {
-            timer.as_mut().reset(due);
-        }
-        let frame = tokio::select! {
-            biased;
-            frame = body.frame() => frame,
-            () = &mut timer => {
-                return Err(if due < read_by { BodyError::TooSlow } else { BodyError::Timeout });
+        let frame = match now_or_pending(body.frame()).await {
+            Some(frame) => frame,
+            None => {
+                let due = keep_up_by(started, buffer.received, limits.min_body_rate).min(read_by);
+                let timer = match &mut timer {
+                    Some(timer) => {
+                        timer.as_mut().reset(due);
+                        timer
+                    }
+                    None => timer.insert(Box::pin(tokio::time::sleep_until(due))),
+                };
+                tokio::select! {
+                    biased;
+                    frame = body.frame() => frame,
+                    () = timer.as_mut() => {
+                        return Err(if due < read_by { BodyError::TooSlow } else { BodyError::Timeout });
+                    }
+                    () = room.gave_way() => return Err(BodyError::GaveWay),
+                }
             }
-            () = room.gave_way() => return Err(BodyError::GaveWay),
         };
         let data = match frame {
             None => break,
@@ -100,6 +111,17 @@ where
     Ok((buffer.into_bytes(), room))
 }
 
+/// What `future` gives on its first poll, or `None` if it is not ready yet (the waker is
+/// registered all the same).
+async fn now_or_pending<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
 /// When the body falls behind `rate` bytes a second after `GRACE`, having `received`.
 fn keep_up_by(started: Instant, received: u64, rate: u64) -> Instant {
     if rate == 0 {
@@ -113,7 +135,9 @@ fn keep_up_by(started: Instant, received: u64, rate: u64) -> Instant {
 /// hold is charged as they arrive.
 #[derive(Default)]
 struct Buffer {
-    pieces: Vec<Bytes>,
+    /// The first piece: for most bodies, the whole of it (no allocation for a list).
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
     received: u64,
     /// Whether the room covers the connection's read buffer too (once the body needs
     /// more than one piece).
@@ -124,18 +148,22 @@ impl Buffer {
     fn push(&mut self, data: Bytes, room: &mut Room) -> Result<(), BodyError> {
         charge(room, data.len())?;
         self.received += data.len() as u64;
-        self.pieces.push(data);
+        match self.first {
+            None => self.first = Some(data),
+            Some(_) => self.rest.push(data),
+        }
         Ok(())
     }
 
     /// The body in one piece: the one that came, or all of them joined (allocated once,
     /// at its length).
     fn into_bytes(self) -> Bytes {
-        match <[Bytes; 1]>::try_from(self.pieces) {
-            Ok([whole]) => whole,
-            Err(pieces) => {
+        match (self.first, self.rest.is_empty()) {
+            (None, _) => Bytes::new(),
+            (Some(whole), true) => whole,
+            (Some(first), false) => {
                 let mut whole = BytesMut::with_capacity(self.received as usize);
-                for piece in &pieces {
+                for piece in std::iter::once(&first).chain(&self.rest) {
                     whole.extend_from_slice(piece);
                 }
                 whole.freeze()

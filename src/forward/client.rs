@@ -179,6 +179,9 @@ impl Client {
         };
         while let Some(mut sender) = self.pooled(origin) {
             // An idle connection is ready at once, unless the upstream closed it.
+            if sender.is_ready() {
+                return Ok(lease(sender, true));
+            }
             if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, sender.ready()).await {
                 return Ok(lease(sender, true));
             }

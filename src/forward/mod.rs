@@ -197,9 +197,15 @@ async fn waited<T>(
                 answer.take();
                 *detached = "sender_gone";
             }
-            () = tokio::time::sleep_until(deadline), if !waiting => return None,
+            () = until(deadline), if !waiting => return None,
         }
     }
+}
+
+/// Sleeps until `deadline`: its timer is made only when first polled (a branch of
+/// `select!` that is off is still made, never polled).
+async fn until(deadline: Instant) {
+    tokio::time::sleep_until(deadline).await;
 }
 
 /// Completes when the request stops waiting for the answer (never once it was answered).
