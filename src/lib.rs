@@ -23,6 +23,7 @@ pub mod redis;
 pub mod route;
 pub mod secret;
 pub mod server;
+pub mod shadow;
 pub mod sign;
 pub mod state;
 pub mod store;
@@ -87,6 +88,7 @@ pub async fn run(
             workers = shared.workers(),
             "hookwall ready"
         );
+        warn_of_shadow_routes(&live.config);
     }
 
     let signal = loop {
@@ -139,6 +141,17 @@ pub async fn run(
     admin_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A shadow route protects nothing: said at start, for each.
+fn warn_of_shadow_routes(config: &Config) {
+    for route in config.routes.iter().filter(|route| !route.enforce) {
+        tracing::warn!(
+            route = &*route.name,
+            "shadow mode (enforce = false): every request is forwarded with the verdict \
+             enforcing would give; this route protects nothing"
+        );
+    }
 }
 
 /// Loads the config file again, secrets and TLS files included. A config that fails is

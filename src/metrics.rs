@@ -130,6 +130,7 @@ pub struct Metrics {
     clock_skew: HistogramVec,
     last_verified: GaugeVec,
     dedup_fallbacks: IntCounterVec,
+    shadow_verdicts: IntCounterVec,
     /// Per route, the event-type counters made so far (bounded), kept across reloads.
     event_types: Mutex<HashMap<String, Arc<EventCounters>>>,
 }
@@ -159,6 +160,8 @@ pub struct RouteMetrics {
     events: Arc<EventCounters>,
     /// Decisions taken by local memory because Redis was unreachable.
     pub dedup_fallbacks: IntCounter,
+    /// A shadow route's verdicts, by outcome (empty for a route that enforces).
+    shadow_verdicts: Vec<IntCounter>,
 }
 
 impl RouteMetrics {
@@ -170,6 +173,13 @@ impl RouteMetrics {
 
     pub fn upstream_response(&self, class: UpstreamClass) {
         self.upstream_responses[class.index()].inc();
+    }
+
+    /// A shadow route's request: what enforcing would have answered.
+    pub fn shadow_verdict(&self, verdict: Outcome) {
+        if let Some(counter) = self.shadow_verdicts.get(verdict as usize) {
+            counter.inc();
+        }
     }
 
     /// Counts every secret the request carried a valid signature for (bit i = secret i).
@@ -328,6 +338,12 @@ impl Metrics {
                 )
                 .expect("a valid metric"),
             ),
+            shadow_verdicts: counters(
+                &r,
+                "hookwall_shadow_verdicts_total",
+                "Shadow routes (enforce = false): what enforcing would have answered.",
+                &["route", "verdict"],
+            ),
             dedup_fallbacks: counters(
                 &r,
                 "hookwall_dedup_fallbacks_total",
@@ -355,7 +371,8 @@ impl Metrics {
     }
 
     /// Resolves (and so creates at 0) every series of one route.
-    pub fn route(&self, name: &str, secrets: usize) -> RouteMetrics {
+    /// `shadow`: the route does not enforce (its verdict series exist at 0 too).
+    pub fn route(&self, name: &str, secrets: usize, shadow: bool) -> RouteMetrics {
         RouteMetrics {
             route: name.to_owned(),
             requests: std::array::from_fn(|i| {
@@ -370,6 +387,14 @@ impl Metrics {
             last_verified: self.last_verified.with_label_values(&[name]),
             events: self.event_counters(name),
             dedup_fallbacks: self.dedup_fallbacks.with_label_values(&[name]),
+            shadow_verdicts: Outcome::ALL
+                .iter()
+                .filter(|_| shadow)
+                .map(|verdict| {
+                    self.shadow_verdicts
+                        .with_label_values(&[name, verdict.label()])
+                })
+                .collect(),
             secret_matches: (0..secrets)
                 .map(|i| {
                     self.secret_matches

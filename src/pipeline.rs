@@ -23,19 +23,19 @@ use crate::dedup::{Seen, Taken};
 use crate::forward::{self, Forward, Peer};
 use crate::logging;
 use crate::outcome::{rescue, Done, Reject};
-use crate::route::{event_type, Decision, EventType, Upstream};
+use crate::route::{Decision, EventType, Upstream};
 use crate::state::{Live, RouteState, Shared};
 use crate::store::Id;
 use crate::stream::Entry;
-use crate::verify::SignedHeaders;
+use crate::verify::{Verified, VerifiedId};
 
 /// What every stage of one request reads.
-struct Context<'a> {
-    shared: &'a Arc<Shared>,
-    worker: usize,
-    live: &'a Arc<Live>,
-    peer: &'a Peer,
-    span: &'a tracing::Span,
+pub(crate) struct Context<'a> {
+    pub(crate) shared: &'a Arc<Shared>,
+    pub(crate) worker: usize,
+    pub(crate) live: &'a Arc<Live>,
+    pub(crate) peer: &'a Peer,
+    pub(crate) span: &'a tracing::Span,
 }
 
 /// Answers one request on worker `worker` (whose upstream pool forwards it). Never
@@ -135,38 +135,29 @@ async fn handle_inner<'a>(
         .ok_or(Reject::NotFound)?;
     *found = Some(route);
     cx.span.record("route", &*route.route.name);
+    if !route.route.enforce {
+        return crate::shadow::watch(cx, route, request).await;
+    }
     if request.method() != Method::POST {
         return Err(Reject::MethodNotAllowed);
     }
     let (parts, body) = request.into_parts();
 
     // Everything the head alone can refuse is refused before a byte of the body is held.
-    let signed = SignedHeaders::from_headers(&parts.headers)?;
-    cx.span.record("id", signed.id);
     let now = unix_now();
-    let verifier = &route.route.verifier;
-    let timestamp = verifier.check_head(&signed, now)?;
-    let limits = cx.live.limits();
-    let (body, room) =
-        crate::body::read(body, &parts.headers, limits, cx.shared.budget(cx.worker)).await?;
-    let verified = verifier.check_signature(&signed, timestamp, &body)?;
+    let scheme = &route.route.scheme;
+    let head = scheme.head(&parts.headers, now)?;
+    if let Some(id) = head.id() {
+        cx.span.record("id", id);
+    }
+    let (body, room) = cx.read_body(body, &parts.headers).await?;
+    let verified = scheme.body(&head, &body)?;
 
     // From here on the request is authentic and fresh.
-    route.metrics.secrets_matched(verified.matched);
-    route
-        .metrics
-        .clock_skew
-        .observe(verified.timestamp as f64 - now as f64);
-    route.metrics.last_verified.set(now as f64);
-    let event = event_type(&body);
-    cx.shared.metrics.event(&route.metrics, &event);
-    if let EventType::Valid(name) = &event {
-        cx.span.record("event_type", &**name);
-    }
-
+    let event = cx.verified(route, &verified, now);
     let arrived = Arrived {
         route,
-        id: Id::new(&route.route.name, signed.id),
+        id: Id::new(&route.route.name, verified.id.as_str()),
         event_type: event.as_str(),
         timestamp: verified.timestamp,
         parts,
@@ -180,20 +171,57 @@ async fn handle_inner<'a>(
     }
 }
 
+impl<'a> Context<'a> {
+    /// Reads a request's body against its limits and this worker's body budget.
+    pub(crate) async fn read_body(
+        &self,
+        body: Incoming,
+        headers: &HeaderMap,
+    ) -> Result<(Bytes, Room), crate::body::BodyError> {
+        let budget = self.shared.budget(self.worker);
+        crate::body::read(body, headers, self.live.limits(), budget).await
+    }
+
+    /// Counts a verified request (the secrets that signed it, its clock skew, its event
+    /// type) and names it in the span: its event type, for the rules.
+    pub(crate) fn verified<'b>(
+        &self,
+        route: &RouteState,
+        verified: &Verified<'_, 'b>,
+        now: u64,
+    ) -> EventType<'b> {
+        let metrics = &route.metrics;
+        metrics.secrets_matched(verified.matched);
+        if let Some(timestamp) = verified.timestamp {
+            metrics.clock_skew.observe(timestamp as f64 - now as f64);
+        }
+        metrics.last_verified.set(now as f64);
+        if let VerifiedId::Body(id) = &verified.id {
+            self.span.record("id", &**id);
+        }
+        let event = verified.event_type.clone();
+        self.shared.metrics.event(metrics, &event);
+        if let EventType::Valid(name) = &event {
+            self.span.record("event_type", &**name);
+        }
+        event
+    }
+}
+
 /// A verified event on its way to the stage its rule chose.
-struct Arrived<'a> {
-    route: &'a RouteState,
-    id: Id,
-    event_type: &'a str,
-    /// The signed timestamp, Unix seconds.
-    timestamp: u64,
-    parts: Parts,
+pub(crate) struct Arrived<'a> {
+    pub(crate) route: &'a RouteState,
+    pub(crate) id: Id,
+    pub(crate) event_type: &'a str,
+    /// The signed timestamp, Unix seconds (`None`: the provider signs none).
+    pub(crate) timestamp: Option<u64>,
+    pub(crate) parts: Parts,
 }
 
 impl Arrived<'_> {
     /// The sender's headers as the upstream (or a stream entry) gets them: one rewrite
     /// for both. `host` is the upstream's `Host`; a stream entry has none.
-    fn outgoing_headers(
+    pub(crate) fn outgoing_headers(
         &mut self,
         cx: &Context<'_>,
         host: Option<&HeaderValue>,
@@ -247,10 +275,11 @@ async fn forward(
         id: arrived.id,
         client: route.client.clone(),
         upstream: upstream.clone(),
+        method: Method::POST,
         target: upstream.target(arrived.parts.uri.query()),
         headers,
         body,
-        claim,
+        claim: Some(claim),
         permit,
         room,
         metrics: route.metrics.clone(),
@@ -328,7 +357,7 @@ fn check_header_limits(headers: &HeaderMap, live: &Live) -> Result<(), Reject> {
     Ok(())
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)

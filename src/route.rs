@@ -21,7 +21,16 @@ pub enum EventType<'a> {
     Invalid,
 }
 
-impl EventType<'_> {
+impl<'a> EventType<'a> {
+    /// A type by name: `Valid` if it is visible ASCII of at most 128 bytes, else `Invalid`.
+    pub fn named(name: Cow<'a, str>) -> EventType<'a> {
+        if name.len() <= MAX_EVENT_TYPE_BYTES && name.bytes().all(|b| b.is_ascii_graphic()) {
+            EventType::Valid(name)
+        } else {
+            EventType::Invalid
+        }
+    }
+
     /// What the rules match against and what `hookwall-event-type` carries ("" = none).
     pub fn as_str(&self) -> &str {
         match self {
@@ -38,24 +47,18 @@ pub fn event_type(body: &[u8]) -> EventType<'_> {
         #[serde(rename = "type", borrow)]
         kind: Option<Text<'a>>,
     }
-    /// Borrowed from the body unless the JSON string has escapes (serde's `borrow` on a
-    /// plain `Option<Cow>` would always copy).
-    #[derive(serde::Deserialize)]
-    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-
     match serde_json::from_slice::<Typed<'_>>(body) {
         Ok(Typed {
             kind: Some(Text(kind)),
-        }) => {
-            if kind.len() <= MAX_EVENT_TYPE_BYTES && kind.bytes().all(|b| b.is_ascii_graphic()) {
-                EventType::Valid(kind)
-            } else {
-                EventType::Invalid
-            }
-        }
+        }) => EventType::named(kind),
         Ok(Typed { kind: None }) | Err(_) => EventType::None,
     }
 }
+
+/// A JSON string borrowed from the body unless it has escapes (serde's `borrow` on a plain
+/// `Option<Cow>` would always copy).
+#[derive(serde::Deserialize)]
+pub(crate) struct Text<'a>(#[serde(borrow)] pub(crate) Cow<'a, str>);
 
 /// An event-type pattern where `*` matches any run of characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +140,18 @@ impl Rules {
             }
         }
         Decision::NoMatch
+    }
+
+    /// The upstream of a route whose only rule forwards everything (the `upstream`
+    /// shorthand, as shadow routes have).
+    pub fn only_upstream(&self) -> Option<&Arc<Upstream>> {
+        match self.0.as_slice() {
+            [Rule {
+                action: Action::Forward(upstream),
+                ..
+            }] => Some(upstream),
+            _ => None,
+        }
     }
 
     /// A copy whose upstreams are allocated anew: each worker holds its own, so that

@@ -1,5 +1,6 @@
-//! Signing the way Svix does: used by `hookwall send`, the demo, tests and benchmarks.
-//! The verifier never calls this; both agree through the shared test vectors.
+//! Signing the way senders do (Svix; Stripe, GitHub and Shopify): used by `hookwall send`,
+//! the demo, tests and benchmarks. The verifier never calls this; both agree through the
+//! shared test vectors and the providers' own libraries (in the tests).
 
 use base64::Engine as _;
 use ed25519_dalek::Signer as _;
@@ -7,7 +8,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::secret::{Key, BASE64};
-use crate::verify::{decimal, SignedContent};
+use crate::verify::decimal;
+use crate::verify::mac::{Algorithm, MacKey};
+use crate::verify::svix::SignedContent;
 
 /// A key that can sign: HMAC (`v1`) or an ed25519 signing key (`v1a`).
 #[derive(Clone)]
@@ -52,4 +55,33 @@ impl Signer {
             }
         }
     }
+}
+
+/// `Stripe-Signature` for `body` at `timestamp`: `t=…,v1=<hex>` over `{t}.{body}`, keyed
+/// with the secret's bytes.
+pub fn stripe(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    let mut digits = [0u8; 20];
+    let t = decimal(timestamp, &mut digits);
+    let mac = MacKey::new(Algorithm::Sha256, secret).digest(&[t, b".", body]);
+    format!("t={timestamp},v1={}", hex(mac.as_bytes()))
+}
+
+/// `X-Hub-Signature-256`: `sha256=<hex>` over the body.
+pub fn github(secret: &[u8], body: &[u8]) -> String {
+    let mac = MacKey::new(Algorithm::Sha256, secret).digest(&[body]);
+    format!("sha256={}", hex(mac.as_bytes()))
+}
+
+/// `X-Shopify-Hmac-Sha256`: the base64 HMAC-SHA256 of the body.
+pub fn shopify(secret: &[u8], body: &[u8]) -> String {
+    let mac = MacKey::new(Algorithm::Sha256, secret).digest(&[body]);
+    BASE64.encode(mac.as_bytes())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut text, b| {
+        let _ = write!(text, "{b:02x}");
+        text
+    })
 }

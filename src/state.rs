@@ -67,7 +67,7 @@ impl Live {
                     .collect(),
                 None => default_clients.to_vec(),
             };
-            let metrics = metrics.route(&route.name, route.secrets.len());
+            let metrics = metrics.route(&route.name, route.secrets.len(), !route.enforce);
             let forwards = Arc::new(Semaphore::new(route.max_in_flight));
             shared_routes.push((clients, metrics, forwards));
         }
@@ -171,7 +171,7 @@ impl Shared {
         let workers = config.limits.workers;
         let metrics = Arc::new(Metrics::new());
         let budget = Arc::new(Budget::new(config.limits.max_buffered_bytes, workers));
-        let unmatched = metrics.route(UNMATCHED, 0);
+        let unmatched = metrics.route(UNMATCHED, 0, false);
         let default_clients: Vec<Arc<Client>> = crate::forward::client::build_many(None, workers)?
             .into_iter()
             .map(Arc::new)

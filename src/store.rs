@@ -542,7 +542,7 @@ mod tests {
             "msg_1",
             "t",
             "a",
-            1,
+            Some(1),
             bytes::Bytes::new(),
             &http::HeaderMap::new(),
         );

@@ -10,14 +10,14 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// `id`, `type`, `route`, `timestamp`, `body` (the raw bytes, not copied) and
-    /// `headers` (the request's end-to-end headers as a forward would send them, so a
-    /// worker may verify the signature again).
+    /// `id`, `type`, `route`, `timestamp` (empty for a provider that signs none), `body`
+    /// (the raw bytes, not copied) and `headers` (the request's end-to-end headers as a
+    /// forward would send them, so a worker may verify the signature again).
     pub fn new(
         id: &str,
         event_type: &str,
         route: &str,
-        timestamp: u64,
+        timestamp: Option<u64>,
         body: Bytes,
         headers: &HeaderMap,
     ) -> Entry {
@@ -26,7 +26,10 @@ impl Entry {
                 ("id", Bytes::copy_from_slice(id.as_bytes())),
                 ("type", Bytes::copy_from_slice(event_type.as_bytes())),
                 ("route", Bytes::copy_from_slice(route.as_bytes())),
-                ("timestamp", Bytes::from(timestamp.to_string())),
+                (
+                    "timestamp",
+                    timestamp.map_or(Bytes::new(), |t| Bytes::from(t.to_string())),
+                ),
                 ("body", body),
                 ("headers", Bytes::from(headers_json(headers))),
             ],
@@ -76,7 +79,7 @@ mod tests {
             "msg_1",
             "user.created",
             "clerk",
-            1700000000,
+            Some(1700000000),
             body.clone(),
             &HeaderMap::new(),
         );

@@ -9,27 +9,36 @@ use crate::route::Action;
 
 /// The routing table, one line per rule, in columns.
 pub fn routing_table(config: &Config) -> String {
-    let mut rows: Vec<[String; 5]> = vec![[
+    let mut rows: Vec<[String; 6]> = vec![[
         "ROUTE".into(),
         "PATH".into(),
+        "PROVIDER".into(),
         "SECRETS".into(),
         "EVENTS".into(),
         "ACTION".into(),
     ]];
     for route in &config.routes {
         let secrets: Vec<String> = route.secrets.iter().map(ToString::to_string).collect();
+        let provider = match route.enforce {
+            true => route.scheme.provider().to_owned(),
+            false => format!("{} (SHADOW: enforce = false)", route.scheme.provider()),
+        };
         let mut first = [
             route.name.to_string(),
             route.path.clone(),
+            provider,
             secrets.join(", "),
         ];
-        let mut lead = |row: &mut Vec<[String; 5]>, events: String, action: String| {
-            let [name, path, secrets] = std::mem::take(&mut first);
-            row.push([name, path, secrets, events, action]);
+        let mut lead = |row: &mut Vec<[String; 6]>, events: String, action: String| {
+            let [name, path, provider, secrets] = std::mem::take(&mut first);
+            row.push([name, path, provider, secrets, events, action]);
         };
         for rule in &route.rules.0 {
             let events: Vec<&str> = rule.events.iter().map(|g| g.as_str()).collect();
             let action = match &rule.action {
+                Action::Forward(upstream) if !route.enforce => format!(
+                    "forward everything to {upstream}, with hookwall-verdict (protects nothing)"
+                ),
                 Action::Forward(upstream) => format!(
                     "forward {upstream} (connect {}, timeout {}, deadline {})",
                     humantime::format_duration(route.connect_timeout),
@@ -50,7 +59,7 @@ pub fn routing_table(config: &Config) -> String {
             lead(&mut rows, "(any other)".into(), "filtered (200)".into());
         }
     }
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 6];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());

@@ -18,7 +18,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::send::{clerk_event, new_id, signed_headers, unix_now, HeaderFamily};
+use super::send::{new_id, unix_now, HeaderFamily};
+use super::signed::{svix_headers, Provider};
 use super::{code, exit};
 use crate::config::Config;
 use crate::forward::client::{request_to, Client};
@@ -33,6 +34,8 @@ const NEW_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const BILLING_SECRET: &str = "whsec_dGhpcyBpcyB0aGUgZGVtbydzIGJpbGxpbmc=";
 const FORGED_SECRET: &str = "whsec_Zm9yZ2VkIGJ5IHNvbWVib2R5IGVsc2UhIQ==";
 const ED25519_SEED: [u8; 32] = [42; 32];
+/// Stripe's endpoint secrets are used as the string's bytes.
+const STRIPE_SECRET: &str = "whsec_demo_stripe_endpoint_secret";
 
 /// What the echo backend saw: one (path, svix-id) per request.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
@@ -119,6 +122,14 @@ secrets = ["{BILLING_SECRET}"]
   [[routes.rules]]
   events = ["session.*"]
   action = "drop"
+
+# Stripe signs its own way; everything after verification is the same.
+[[routes]]
+name = "stripe"
+path = "/webhooks/stripe"
+provider = "stripe"
+secrets = ["{STRIPE_SECRET}"]
+upstream = "http://{backend}/stripe"
 "#
     )
 }
@@ -126,6 +137,8 @@ secrets = ["{BILLING_SECRET}"]
 /// Which demo key signs a case.
 #[derive(Clone, Copy)]
 enum DemoKey {
+    /// Signed as Stripe does, with `STRIPE_SECRET`.
+    Stripe,
     New,
     Old,
     Billing,
@@ -152,6 +165,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const CLERK: &str = "/webhooks/clerk";
 const BILLING: &str = "/webhooks/billing";
+const STRIPE: &str = "/webhooks/stripe";
 
 impl Case {
     const fn new(
@@ -183,7 +197,7 @@ impl Case {
 }
 
 /// The cases, in order.
-const CASES: [Case; 11] = [
+const CASES: [Case; 13] = [
     Case::new(
         "valid event",
         CLERK,
@@ -269,6 +283,21 @@ const CASES: [Case; 11] = [
         "organizationMembership.created",
         (200, "forwarded", true),
     ),
+    Case::new(
+        "Stripe event (Stripe's scheme)",
+        STRIPE,
+        DemoKey::Stripe,
+        "invoice.paid",
+        (200, "forwarded", true),
+    ),
+    Case::new(
+        "Stripe: the same event again",
+        STRIPE,
+        DemoKey::Stripe,
+        "invoice.paid",
+        (200, "duplicate", false),
+    )
+    .again(11),
 ];
 
 /// The outcome label a reply stands for: hookwall's own JSON, or the upstream's answer.
@@ -356,8 +385,10 @@ impl Keys {
         }
     }
 
+    /// The Svix signer of `key` (`DemoKey::Stripe` signs another way: `send_case`).
     fn signer(&self, key: DemoKey) -> &Signer {
         match key {
+            DemoKey::Stripe => &self.new,
             DemoKey::New => &self.new,
             DemoKey::Old => &self.old,
             DemoKey::Billing => &self.billing,
@@ -421,17 +452,28 @@ async fn send_case(
     case: &Case,
     id: &str,
 ) -> Result<(u16, String), DemoError> {
-    let body = clerk_event(case.event);
     let timestamp = unix_now().saturating_add_signed(case.timestamp_offset);
+    let (body, signed) = match case.key {
+        DemoKey::Stripe => {
+            let body = Provider::Stripe.body(case.event, id, timestamp);
+            let signing = (id, case.event, timestamp);
+            let headers = Provider::Stripe.headers(STRIPE_SECRET, case.family, signing, &body)?;
+            (body, headers)
+        }
+        key => {
+            let body = Provider::Svix.body(case.event, id, timestamp);
+            let headers = svix_headers(keys.signer(key), case.family, id, timestamp, &body);
+            (body, headers)
+        }
+    };
     let endpoint = Upstream::parse(&format!("http://{proxy}{}", case.path))?;
-    let mut request = request_to(&endpoint, Method::POST, Bytes::from(body.clone()));
+    let mut request = request_to(&endpoint, Method::POST, Bytes::from(body));
     let headers = request.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
-    let signer = keys.signer(case.key);
-    headers.extend(signed_headers(signer, case.family, id, timestamp, &body));
+    headers.extend(signed);
     let (response, connection) = client
         .send(&endpoint.origin, request, CONNECT_TIMEOUT)
         .await?;

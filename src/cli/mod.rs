@@ -3,6 +3,7 @@
 pub mod check;
 pub mod demo;
 pub mod send;
+pub mod signed;
 
 use std::process::ExitCode;
 

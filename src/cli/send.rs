@@ -1,5 +1,6 @@
-//! `hookwall send`: signs a body the way Svix does and POSTs it, so a route can be tried
-//! locally without a tunnel. Prints the status line first, then what was sent and received.
+//! `hookwall send`: signs a body the way Svix (or Stripe, GitHub, Shopify) does and POSTs
+//! it, so a route can be tried locally without a tunnel. Prints the status line first, then
+//! what was sent and received.
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -9,10 +10,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::BodyExt as _;
 
+use super::signed::Provider;
 use super::{code, exit};
 use crate::route::Upstream;
-use crate::secret::{Key, SecretSource};
-use crate::sign::Signer;
+use crate::secret::SecretSource;
 
 /// A realistic Clerk `user.created` event (2.9 KB); `--event` changes its `type`.
 pub const CLERK_EVENT: &str = include_str!("clerk_user_created.json");
@@ -42,23 +43,27 @@ impl HeaderFamily {
 pub struct SendArgs {
     /// Where to POST, e.g. http://127.0.0.1:8080/webhooks/clerk
     pub url: String,
-    /// The signing secret, as in the config: env:NAME, file:PATH or the value
-    /// (whsec_… signs v1; whsk_… signs v1a)
+    /// The signing secret, as in the config: env:NAME, file:PATH or the value (svix:
+    /// whsec_… signs v1, whsk_… signs v1a; other providers: the string's bytes)
     #[arg(long)]
     pub secret: String,
-    /// Event type of the built-in Clerk-shaped body [default: user.created]
+    /// Sign as this provider does, with its headers and a body of its shape
+    #[arg(long, value_enum, default_value = "svix")]
+    pub provider: Provider,
+    /// Event type of the built-in body [default: the provider's: user.created,
+    /// invoice.paid, pull_request.opened, orders/create]
     #[arg(long, conflicts_with = "body")]
     pub event: Option<String>,
     /// Send this file's bytes instead ("-" reads standard input)
     #[arg(long)]
     pub body: Option<String>,
-    /// Message id [default: a new msg_… id]
+    /// Message id (Stripe: the body's `id`) [default: a new one]
     #[arg(long)]
     pub id: Option<String>,
     /// Unix timestamp in seconds [default: now]
     #[arg(long)]
     pub timestamp: Option<u64>,
-    /// Header names to use
+    /// Header names to use (svix only)
     #[arg(long, value_enum, default_value = "svix")]
     pub headers: HeaderFamily,
 }
@@ -87,54 +92,38 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The three signed headers for one message.
-pub fn signed_headers(
-    signer: &Signer,
-    family: HeaderFamily,
-    id: &str,
-    timestamp: u64,
-    body: &[u8],
-) -> HeaderMap {
-    let [id_name, ts_name, sig_name] = family.names();
-    let mut headers = HeaderMap::new();
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(name, value);
-        }
-    };
-    put(id_name, id.to_owned());
-    put(ts_name, timestamp.to_string());
-    put(sig_name, signer.sign(id, timestamp, body));
-    headers
+/// Resolves a `--secret` (`env:`, `file:` or the value).
+fn secret_from(spec: &str) -> Result<String, String> {
+    let source = SecretSource::parse(spec, std::path::Path::new("."));
+    source
+        .resolve()
+        .map_err(|e| format!("--secret {source}: {e}"))
 }
 
-/// Reads a `--secret` value into a signer.
-pub fn signer_from(spec: &str) -> Result<Signer, String> {
-    let source = SecretSource::parse(spec, std::path::Path::new("."));
-    let value = source
-        .resolve()
-        .map_err(|e| format!("--secret {source}: {e}"))?;
-    let key = Key::decode(&value).map_err(|e| format!("--secret {source}: {e}"))?;
-    Signer::try_from(&key).map_err(|e| format!("--secret {source}: {e}"))
+/// What `send` sends: the body and the headers, signed as `args.provider` does.
+fn signed_request(args: &SendArgs) -> Result<(Vec<u8>, HeaderMap), String> {
+    let secret = secret_from(&args.secret)?;
+    let provider = args.provider;
+    let event = args.event.as_deref().unwrap_or(provider.default_event());
+    let id = args.id.clone().unwrap_or_else(|| provider.new_id());
+    let timestamp = args.timestamp.unwrap_or_else(unix_now);
+    let body = match &args.body {
+        None => provider.body(event, &id, timestamp),
+        Some(path) => read_body(path).map_err(|err| format!("--body {path}: {err}"))?,
+    };
+    let headers = provider
+        .headers(&secret, args.headers, (&id, event, timestamp), &body)
+        .map_err(|e| format!("--secret: {e}"))?;
+    Ok((body, headers))
 }
 
 pub async fn run(args: SendArgs) -> ExitCode {
-    let signer = match signer_from(&args.secret) {
-        Ok(signer) => signer,
+    let (body, signed) = match signed_request(&args) {
+        Ok(signed) => signed,
         Err(message) => {
             eprintln!("hookwall send: {message}");
             return code(exit::CONFIG);
         }
-    };
-    let body = match &args.body {
-        None => clerk_event(args.event.as_deref().unwrap_or("user.created")),
-        Some(path) => match read_body(path) {
-            Ok(body) => body,
-            Err(err) => {
-                eprintln!("hookwall send: --body {path}: {err}");
-                return code(exit::CONFIG);
-            }
-        },
     };
     let upstream = match Upstream::parse(&args.url) {
         Ok(upstream) => upstream,
@@ -143,9 +132,6 @@ pub async fn run(args: SendArgs) -> ExitCode {
             return code(exit::CONFIG);
         }
     };
-    let id = args.id.clone().unwrap_or_else(new_id);
-    let timestamp = args.timestamp.unwrap_or_else(unix_now);
-
     let mut request =
         crate::forward::client::request_to(&upstream, Method::POST, Bytes::from(body.clone()));
     let headers = request.headers_mut();
@@ -157,7 +143,7 @@ pub async fn run(args: SendArgs) -> ExitCode {
         http::header::USER_AGENT,
         HeaderValue::from_static(concat!("hookwall-send/", env!("CARGO_PKG_VERSION"))),
     );
-    headers.extend(signed_headers(&signer, args.headers, &id, timestamp, &body));
+    headers.extend(signed);
     let sent = request.headers().clone();
 
     let client = match crate::forward::client::build(None) {
@@ -194,27 +180,37 @@ pub async fn run(args: SendArgs) -> ExitCode {
             return code(exit::RUNTIME);
         }
     };
-
-    println!(
-        "{} {}",
-        parts.status.as_str(),
-        parts.status.canonical_reason().unwrap_or("")
-    );
-    println!("> POST {}", args.url);
-    for (name, value) in &sent {
-        println!("> {name}: {}", String::from_utf8_lossy(value.as_bytes()));
-    }
-    println!("> ({} body bytes)", body.len());
-    for (name, value) in &parts.headers {
-        println!("< {name}: {}", String::from_utf8_lossy(value.as_bytes()));
-    }
-    println!();
-    println!("{}", String::from_utf8_lossy(&response_body));
+    print_exchange(&args.url, &sent, body.len(), &parts, &response_body);
     if parts.status.is_success() {
         code(exit::OK)
     } else {
         code(exit::REJECTED)
     }
+}
+
+/// The status line first, then what was sent and what came back.
+fn print_exchange(
+    url: &str,
+    sent: &HeaderMap,
+    body_len: usize,
+    parts: &http::response::Parts,
+    response_body: &[u8],
+) {
+    println!(
+        "{} {}",
+        parts.status.as_str(),
+        parts.status.canonical_reason().unwrap_or("")
+    );
+    println!("> POST {url}");
+    for (name, value) in sent {
+        println!("> {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    println!("> ({body_len} body bytes)");
+    for (name, value) in &parts.headers {
+        println!("< {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    println!();
+    println!("{}", String::from_utf8_lossy(response_body));
 }
 
 fn read_body(path: &str) -> std::io::Result<Vec<u8>> {

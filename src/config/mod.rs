@@ -14,7 +14,7 @@ use figment::Figment;
 
 use crate::route::Rules;
 use crate::secret::SecretSource;
-use crate::verify::Verifier;
+use crate::verify::Scheme;
 use build::build;
 use raw::{
     RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis, RawRoute, RawVerify,
@@ -101,6 +101,7 @@ const ENV_PREFIX: &str = "HOOKWALL_";
 mod build;
 mod raw;
 mod route;
+mod scheme;
 #[cfg(test)]
 mod tests;
 
@@ -254,7 +255,11 @@ pub struct Route {
     pub path: String,
     /// Where each secret came from, for `check` and logs (never the value).
     pub secrets: Vec<SecretSource>,
-    pub verifier: Verifier,
+    /// How its senders sign (`provider`).
+    pub scheme: Scheme,
+    /// `false`: shadow mode (contract §11): every request is forwarded to the upstream,
+    /// with the verdict enforcing would have given.
+    pub enforce: bool,
     pub rules: Rules,
     /// How long the sender waits for the upstream's answer.
     pub upstream_timeout: Duration,

@@ -173,6 +173,9 @@ impl Default for RawLog {
 pub(super) struct RawRoute {
     pub(super) name: Option<String>,
     pub(super) path: Option<String>,
+    pub(super) provider: Option<String>,
+    pub(super) hmac: Option<RawHmac>,
+    pub(super) enforce: Option<bool>,
     #[serde(default)]
     pub(super) secrets: Vec<String>,
     pub(super) upstream: Option<String>,
@@ -191,4 +194,35 @@ pub(super) struct RawRule {
     pub(super) upstream: Option<String>,
     pub(super) action: Option<String>,
     pub(super) stream: Option<String>,
+}
+
+/// `[routes.hmac]`: a declared scheme; `build` checks that it can work.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(super) struct RawHmac {
+    pub(super) signature_header: Option<String>,
+    pub(super) signature_prefix: String,
+    pub(super) encoding: String,
+    pub(super) algorithm: String,
+    pub(super) signed_content: String,
+    pub(super) timestamp_header: Option<String>,
+    pub(super) id: Option<String>,
+    pub(super) event_type: String,
+    pub(super) secret_encoding: String,
+}
+
+impl Default for RawHmac {
+    fn default() -> Self {
+        RawHmac {
+            signature_header: None,
+            signature_prefix: String::new(),
+            encoding: "hex".into(),
+            algorithm: "sha256".into(),
+            signed_content: "{body}".into(),
+            timestamp_header: None,
+            id: None,
+            event_type: "json:/type".into(),
+            secret_encoding: "raw".into(),
+        }
+    }
 }

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use super::build::{at_least_one, duration, upstream};
 use super::raw::{RawRoute, RawRule};
+use super::scheme::{scheme, Signing};
 use super::{defaults, Problems, Route};
 use crate::route::{Action, Glob, Rule, Rules};
-use crate::secret::{Key, SecretSource};
-use crate::verify::{Verifier, VerifyKey};
 
 /// What the rest of the config decides for every route.
 pub(super) struct RouteDefaults {
@@ -159,7 +158,18 @@ fn route(
     let at = |key: &str| format!("routes[{i}].{key}");
     let start = problems.0.len();
     let (path, name) = path_and_name(raw.path, raw.name, i, problems);
-    let (sources, keys) = secrets(&raw.secrets, i, base_dir, problems);
+    let signing = Signing {
+        provider: raw.provider.as_deref(),
+        hmac: raw.hmac,
+        secrets: &raw.secrets,
+    };
+    let (sources, scheme) = scheme(signing, i, base_dir, defaults.tolerance_secs, problems);
+    let enforce = raw.enforce.unwrap_or(true);
+    if !enforce && (raw.rules.is_some() || raw.upstream.is_none()) {
+        let message = "false (shadow mode) needs the route's `upstream`, and no `rules`: every \
+                       request is forwarded to it";
+        problems.add(at("enforce"), message);
+    }
     let rules = match (raw.upstream, raw.rules) {
         (Some(url), None) => upstream(problems, &at("upstream"), &url).map(|up| {
             Rules(vec![Rule {
@@ -208,7 +218,8 @@ fn route(
         name,
         path,
         secrets: sources,
-        verifier: Verifier::new(keys, defaults.tolerance_secs),
+        scheme: scheme?,
+        enforce,
         rules: rules?,
         upstream_timeout: timing.timeout?,
         upstream_deadline: timing.deadline?,
@@ -251,35 +262,6 @@ fn path_and_name(
         None => path.as_str().into(),
     };
     (path, name)
-}
-
-/// Each secret's source, and the key it resolves to.
-fn secrets(
-    specs: &[String],
-    i: usize,
-    base_dir: &Path,
-    problems: &mut Problems,
-) -> (Vec<SecretSource>, Vec<VerifyKey>) {
-    if specs.is_empty() {
-        problems.add(
-            format!("routes[{i}].secrets"),
-            "missing: at least one secret is needed",
-        );
-    }
-    let mut sources = Vec::new();
-    let mut keys = Vec::new();
-    for (j, spec) in specs.iter().enumerate() {
-        let source = SecretSource::parse(spec, base_dir);
-        match source.resolve().and_then(|value| Key::decode(&value)) {
-            Ok(key) => keys.push(VerifyKey::from(&key)),
-            Err(err) => problems.add(
-                format!("routes[{i}].secrets[{j}]"),
-                format!("{source}: {err}"),
-            ),
-        }
-        sources.push(source);
-    }
-    (sources, keys)
 }
 
 /// `[[routes.rules]]`, in order; a rule with problems is left out.

@@ -41,10 +41,16 @@ pub enum ForwardError {
     Cut,
 }
 
-/// The upstream request: POST to `target` with `headers` and `body`.
-pub fn request(target: Uri, headers: HeaderMap, body: Bytes) -> Request<Full<Bytes>> {
+/// The upstream request: `method` (POST, but in shadow mode) to `target` with `headers`
+/// and `body`.
+pub fn request(
+    method: Method,
+    target: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(body));
-    *request.method_mut() = Method::POST;
+    *request.method_mut() = method;
     *request.uri_mut() = target;
     *request.headers_mut() = headers;
     request

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Uri};
+use http::{HeaderMap, Method, Uri};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -41,11 +41,14 @@ pub struct Forward {
     pub id: Id,
     pub client: Arc<Client>,
     pub upstream: Arc<Upstream>,
+    /// The sender's method: POST, unless a shadow route forwards something else.
+    pub method: Method,
     /// The upstream's path with the listener's query string.
     pub target: Uri,
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub claim: Claim,
+    /// The id's claim: none for a shadow route's request that enforcing would not forward.
+    pub claim: Option<Claim>,
     pub permit: OwnedSemaphorePermit,
     /// The body's room in the budget.
     pub room: Room,
@@ -74,6 +77,7 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
         id,
         client,
         upstream,
+        method,
         target,
         headers,
         body,
@@ -87,7 +91,7 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
     } = job;
     let mut answer = Some(answer);
     let mut detached = "";
-    let mut request = exchange::request(target, headers, body);
+    let mut request = exchange::request(method, target, headers, body);
     let waits = (started + wait, started + deadline, wait);
     let result = loop {
         let ready = client.ready(&upstream.origin, connect);
@@ -105,7 +109,7 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
             Err(err) => break Err(ForwardError::Connect(err)),
         };
         let exchange = exchange::exchange(lease, request, |status| {
-            if status.is_success() {
+            if let (true, Some(claim)) = (status.is_success(), claim.as_mut()) {
                 claim.delivered();
             }
         });
@@ -145,7 +149,8 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
         },
         None => result,
     };
-    told_in_the_log(&id, unanswered, detached, claim.is_delivered());
+    let delivered = claim.as_ref().is_some_and(Claim::is_delivered);
+    told_in_the_log(&id, unanswered, detached, delivered);
 }
 
 /// How a forward that nobody waited for any more ended.

@@ -1,8 +1,6 @@
-//! Signature and timestamp verification, the Svix / Standard Webhooks way.
-//!
-//! Pure: no I/O, the clock is passed in. Signed content is `{id}.{timestamp}.{body}` over
-//! the raw body bytes; `v1` entries are HMAC-SHA256, `v1a` entries ed25519. Every bound is
-//! checked before any cryptography, so a hostile header costs a few comparisons at most.
+//! Svix / Standard Webhooks (the default provider): `{svix,webhook}-id`, `-timestamp` and
+//! `-signature`; signed content `{id}.{timestamp}.{body}` over the raw body bytes; `v1`
+//! entries are HMAC-SHA256, `v1a` entries ed25519; the event type is the body's `type`.
 
 use std::fmt;
 
@@ -12,12 +10,13 @@ use http::{HeaderMap, HeaderName};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use super::{
+    decimal, parse_timestamp, HeaderKind, Matched, VerifiedId, VerifyError, MAX_ID_BYTES,
+    MAX_SIGNATURE_HEADER_BYTES,
+};
+use crate::route::event_type;
 use crate::secret::{Key, BASE64};
 
-/// Longest message id accepted. Svix ids are ~30 bytes; the bound keeps dedup keys small.
-pub const MAX_ID_BYTES: usize = 256;
-/// Largest signature header accepted. Svix sends at most 11 entries of ~48 bytes.
-pub const MAX_SIGNATURE_HEADER_BYTES: usize = 8 * 1024;
 /// Most signature entries accepted: bounds the parsing one request can cause.
 pub const MAX_SIGNATURE_ENTRIES: usize = 32;
 /// Most `v1a` entries checked: each ed25519 check hashes the whole body (1.9 ms over a
@@ -31,39 +30,6 @@ const SVIX_SIGNATURE: HeaderName = HeaderName::from_static("svix-signature");
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
-
-/// Which of the three signed headers a problem is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderKind {
-    Id,
-    Timestamp,
-    Signature,
-}
-
-impl fmt::Display for HeaderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HeaderKind::Id => "id",
-            HeaderKind::Timestamp => "timestamp",
-            HeaderKind::Signature => "signature",
-        })
-    }
-}
-
-/// Why a request is not authentic and fresh. Each variant is one outcome label of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    #[error("{0} header missing or empty")]
-    MissingHeader(HeaderKind),
-    #[error("{0} header malformed")]
-    MalformedHeader(HeaderKind),
-    #[error("timestamp older than the tolerance")]
-    TimestampTooOld,
-    #[error("timestamp newer than the tolerance")]
-    TimestampTooNew,
-    #[error("no signature matches any secret")]
-    InvalidSignature,
-}
 
 /// The three signed headers, trimmed, each taken from `svix-*` or else `webhook-*`.
 #[derive(Debug, Clone, Copy)]
@@ -147,25 +113,15 @@ impl fmt::Debug for VerifyKey {
     }
 }
 
-/// Which of a route's secrets a request carried a valid signature for: bit i is secret i
-/// (the first 64 secrets; more still verify, they are only not told apart).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Matched(u64);
+/// A head that passed: the three headers and the timestamp.
+pub struct Head<'h> {
+    signed: SignedHeaders<'h>,
+    timestamp: u64,
+}
 
-impl Matched {
-    pub fn has(self, index: usize) -> bool {
-        index < 64 && self.0 & (1 << index) != 0
-    }
-
-    /// The lowest index that matched.
-    pub fn first(self) -> Option<usize> {
-        (self.0 != 0).then(|| self.0.trailing_zeros() as usize)
-    }
-
-    fn add(&mut self, index: usize) {
-        if index < 64 {
-            self.0 |= 1 << index;
-        }
+impl<'h> Head<'h> {
+    pub fn id(&self) -> &'h str {
+        self.signed.id
     }
 }
 
@@ -192,6 +148,29 @@ impl Verifier {
             keys,
             tolerance_secs,
         }
+    }
+
+    /// The head's checks (`check_head`), for `Scheme::head`.
+    pub fn head<'h>(&self, headers: &'h HeaderMap, now: u64) -> Result<Head<'h>, VerifyError> {
+        let signed = SignedHeaders::from_headers(headers)?;
+        let timestamp = self.check_head(&signed, now)?;
+        Ok(Head { signed, timestamp })
+    }
+
+    /// The signature's check (`check_signature`) and the body's event type, for
+    /// `Scheme::body`.
+    pub fn body<'h, 'b>(
+        &self,
+        head: &Head<'h>,
+        body: &'b [u8],
+    ) -> Result<super::Verified<'h, 'b>, VerifyError> {
+        let verified = self.check_signature(&head.signed, head.timestamp, body)?;
+        Ok(super::Verified {
+            id: VerifiedId::Head(head.signed.id),
+            timestamp: Some(verified.timestamp),
+            event_type: event_type(body),
+            matched: verified.matched,
+        })
     }
 
     /// Both checks: the head's, then the signature's. `now` is Unix seconds.
@@ -361,27 +340,6 @@ fn ed25519_matches(
     false
 }
 
-/// Decimal digits only: no sign, no fraction, no spaces; `None` on overflow.
-pub fn parse_timestamp(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
-
-/// `n` in plain decimal (leading zeros dropped), as every official library signs it.
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[start..];
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,7 +368,7 @@ mod tests {
     #[test]
     fn official_vectors() {
         let vectors: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/data/vectors.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/data/vectors.json")).unwrap();
         let cases = vectors["cases"].as_array().unwrap();
         assert!(cases.len() >= 40, "only {} cases", cases.len());
         for case in cases {
@@ -627,30 +585,6 @@ mod tests {
             let v = verifier(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], 300);
             let headers = SignedHeaders { id: &id, timestamp: &timestamp, signature: &signature };
             let _ = v.verify(&headers, &body, 1_700_000_000);
-        }
-    }
-
-    #[test]
-    fn decimal_drops_leading_zeros() {
-        let mut buf = [0u8; 20];
-        assert_eq!(decimal(0, &mut buf), b"0");
-        assert_eq!(decimal(1614265330, &mut buf), b"1614265330");
-        assert_eq!(decimal(u64::MAX, &mut buf), u64::MAX.to_string().as_bytes());
-    }
-
-    #[test]
-    fn timestamps_are_digits_only() {
-        assert_eq!(parse_timestamp("0001614265330"), Some(1614265330));
-        for bad in [
-            "",
-            "+1",
-            "-1",
-            "1.5",
-            " 1",
-            "1e9",
-            "99999999999999999999999",
-        ] {
-            assert_eq!(parse_timestamp(bad), None, "{bad:?}");
         }
     }
 }
