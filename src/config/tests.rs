@@ -381,3 +381,89 @@ fn redis_ca_file_needs_tls_and_a_certificate() {
         "{found:?}"
     );
 }
+
+/// Each provider builds its scheme; a declaration that cannot work, a table for the wrong
+/// provider and a shadow route without its upstream are each refused, with their keys.
+#[test]
+fn providers_and_shadow_routes_validate() {
+    let route = |settings: &str| {
+        format!(
+            "[[routes]]\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"http://127.0.0.1:3000/x\"\n{settings}\n"
+        )
+    };
+    for provider in ["svix", "stripe", "github", "shopify"] {
+        let config = load(&route(&format!("provider = \"{provider}\"")), &[]).unwrap();
+        assert_eq!(config.routes[0].scheme.provider(), provider);
+        assert!(config.routes[0].enforce);
+    }
+    let slack = "provider = \"hmac\"\n[routes.hmac]\nsignature_header = \"X-Slack-Signature\"\n\
+                 signature_prefix = \"v0=\"\nsigned_content = \"v0:{timestamp}:{body}\"\n\
+                 timestamp_header = \"X-Slack-Request-Timestamp\"\nid = \"json:/event_id\"";
+    assert_eq!(
+        load(&route(slack), &[]).unwrap().routes[0]
+            .scheme
+            .provider(),
+        "hmac"
+    );
+    let shadow = load(&route("enforce = false"), &[]).unwrap();
+    assert!(!shadow.routes[0].enforce);
+
+    let cases = [
+        ("provider = \"paypal\"", "routes[0].provider: \"paypal\" is not a provider"),
+        ("provider = \"stripe\"\n[routes.hmac]\nid = \"header:x\"", "routes[0].hmac: [routes.hmac] declares a scheme"),
+        ("provider = \"hmac\"", "routes[0].hmac: missing"),
+        (
+            "provider = \"hmac\"\n[routes.hmac]\nsignature_header = \"s\"\nid = \"header:i\"\nsigned_content = \"{id}\"",
+            "routes[0].hmac.signed_content: \"{id}\" has no {body}",
+        ),
+        (
+            "provider = \"hmac\"\n[routes.hmac]\nsignature_header = \"s\"\nid = \"header:i\"\nsigned_content = \"{timestamp}.{body}\"",
+            "routes[0].hmac.signed_content: {timestamp} needs a timestamp_header",
+        ),
+        (
+            "provider = \"hmac\"\n[routes.hmac]\nsignature_header = \"s\"\nid = \"json:/id\"\nsigned_content = \"{id}.{body}\"",
+            "routes[0].hmac.signed_content: {id} needs an id from a header",
+        ),
+        (
+            "provider = \"hmac\"\n[routes.hmac]\nsignature_header = \"s\"\nid = \"body:/id\"",
+            "routes[0].hmac.id: \"body:/id\" is neither",
+        ),
+        (
+            "provider = \"hmac\"\n[routes.hmac]\nsignature_header = \"s\"\nid = \"header:i\"\nalgorithm = \"md5\"",
+            "routes[0].hmac.algorithm: \"md5\" is not sha256, sha512 or sha1",
+        ),
+        (
+            "provider = \"hmac\"\n[routes.hmac]\nid = \"header:i\"",
+            "routes[0].hmac.signature_header: missing",
+        ),
+    ];
+    for (settings, want) in cases {
+        let found = problems(&route(settings), &[]);
+        assert!(
+            found.iter().any(|p| p.starts_with(want)),
+            "{want}: {found:#?}"
+        );
+    }
+    let not_base64 = route(
+        "provider = \"hmac\"\n[routes.hmac]\nsignature_header = \"s\"\nid = \"header:i\"\nsecret_encoding = \"base64\"",
+    )
+    .replace(SECRET, "not base64!");
+    let found = problems(&not_base64, &[]);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("routes[0].secrets[0]: literal: not base64")),
+        "{found:#?}"
+    );
+    let rules = format!(
+        "[[routes]]\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nenforce = false\n\
+         [[routes.rules]]\nevents = [\"*\"]\naction = \"drop\"\n"
+    );
+    let found = problems(&rules, &[]);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("routes[0].enforce: false (shadow mode) needs")),
+        "{found:#?}"
+    );
+}

@@ -11,6 +11,7 @@ mod examples;
 mod exposure;
 mod fuzz;
 mod lifecycle;
+mod providers;
 mod proxy;
 mod redis_store;
 mod strangers;
