@@ -165,6 +165,7 @@ fn example_env() -> Vec<(&'static str, &'static str)> {
         ("CLERK_WEBHOOK_SIGNING_SECRET", SECRET),
         ("BILLING_SECRET_CURRENT", OTHER_SECRET),
         ("BILLING_SECRET_PREVIOUS", SECRET),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_stripe_example"),
     ]
 }
 

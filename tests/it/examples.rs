@@ -43,6 +43,7 @@ fn set_example_secrets() {
         "CLERK_WEBHOOK_SIGNING_SECRET",
         "BILLING_SECRET_CURRENT",
         "BILLING_SECRET_PREVIOUS",
+        "STRIPE_WEBHOOK_SECRET",
     ] {
         // Each test runs in a process of its own (nextest), and nothing else reads the
         // environment meanwhile.
@@ -99,11 +100,13 @@ fn kubernetes_manifests_parse_and_agree_with_the_config() {
     let config_map = kind("ConfigMap")[0];
     let toml = config_map["data"]["hookwall.toml"].as_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for name in ["current", "previous"] {
-        std::fs::write(dir.path().join(name), SECRET).unwrap();
+    for file in ["clerk/current", "clerk/previous", "stripe/endpoint-secret"] {
+        let file = dir.path().join(file);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, SECRET).unwrap();
     }
     let toml = toml.replace(
-        "/var/run/secrets/hookwall/clerk/",
+        "/var/run/secrets/hookwall/",
         &format!("{}/", dir.path().display()),
     );
     let config = Config::parse(&toml, Path::new("configmap hookwall.toml"), &[])
@@ -172,7 +175,7 @@ fn kubernetes_manifests_parse_and_agree_with_the_config() {
     );
 }
 
-const CONTRACT_METRICS: [&str; 18] = [
+const CONTRACT_METRICS: [&str; 19] = [
     "hookwall_requests_total",
     "hookwall_request_duration_seconds",
     "hookwall_upstream_duration_seconds",
@@ -191,6 +194,7 @@ const CONTRACT_METRICS: [&str; 18] = [
     "hookwall_redis_commands_total",
     "hookwall_redis_duration_seconds",
     "hookwall_dedup_fallbacks_total",
+    "hookwall_shadow_verdicts_total",
 ];
 
 /// Every `hookwall_…` name in a PromQL expression is a contract metric (or its _bucket).
