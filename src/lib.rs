@@ -2,10 +2,11 @@
 //! fresh, new and wanted.
 //!
 //! The request path, by file: `server` (accept, limits, TLS) → `pipeline` (the stages) →
-//! `body` (reading it against the budget) → `verify`, `dedup`, `route` (pure) → `forward`
-//! (a forward's whole life) or `stream` (the entry a stream rule appends); `outcome` maps
-//! how a request ended to its answer. `store` and `redis` hold the ids (memory, Redis).
-//! `config` reads the TOML once into typed values.
+//! `body` (reading it against the budget) → `verify` (a scheme per provider), `dedup`,
+//! `route` (pure) → `forward` (a forward's whole life) or `stream` (the entry a stream rule
+//! appends); `shadow` runs a route that does not enforce; `outcome` maps how a request
+//! ended to its answer. `store` and `redis` hold the ids (memory, Redis). `config` reads
+//! the TOML once into typed values.
 
 pub mod admin;
 pub mod body;

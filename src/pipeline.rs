@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 
 use crate::budget::Room;
 use crate::dedup::{Seen, Taken};
-use crate::forward::{self, Forward, Peer};
+use crate::forward::{self, Holds, Peer};
 use crate::logging;
 use crate::outcome::{rescue, Done, Reject};
 use crate::route::{Decision, EventType, Upstream};
@@ -271,22 +271,14 @@ async fn forward(
         Err(taken) => return taken_answer(taken),
     };
     let headers = arrived.outgoing_headers(cx, Some(&upstream.host), body.len());
-    let job = Forward {
-        id: arrived.id,
-        client: route.client.clone(),
-        upstream: upstream.clone(),
-        method: Method::POST,
-        target: upstream.target(arrived.parts.uri.query()),
-        headers,
-        body,
+    let target = upstream.target(arrived.parts.uri.query());
+    let request = forward::upstream_request(Method::POST, target, headers, body);
+    let holds = Holds {
         claim: Some(claim),
         permit,
         room,
-        metrics: route.metrics.clone(),
-        connect: route.route.connect_timeout,
-        wait: route.route.upstream_timeout,
-        deadline: route.route.upstream_deadline,
     };
+    let job = route.forward(arrived.id, upstream, request, holds);
     let reply = forward::run(job, cx.shared.tasks.of(cx.worker)).await?;
     Ok(Done::Upstream(reply))
 }

@@ -9,7 +9,7 @@ use http::{HeaderName, Method, Request};
 use hyper::body::Incoming;
 
 use crate::dedup::Taken;
-use crate::forward::{self, Forward};
+use crate::forward::{self, Holds};
 use crate::outcome::{verify_outcome, Done, Outcome, Reject};
 use crate::pipeline::{unix_now, Arrived, Context};
 use crate::route::EventType;
@@ -77,22 +77,14 @@ pub(crate) async fn watch(
     };
     let mut headers = arrived.outgoing_headers(cx, Some(&upstream.host), body.len());
     headers.insert(HOOKWALL_VERDICT, HeaderValue::from_static(verdict.label()));
-    let job = Forward {
-        id: arrived.id,
-        client: route.client.clone(),
-        upstream: upstream.clone(),
-        method,
-        target: upstream.target(arrived.parts.uri.query()),
-        headers,
-        body: body.clone(),
+    let target = upstream.target(arrived.parts.uri.query());
+    let request = forward::upstream_request(method, target, headers, body.clone());
+    let holds = Holds {
         claim,
         permit,
         room,
-        metrics: route.metrics.clone(),
-        connect: route.route.connect_timeout,
-        wait: route.route.upstream_timeout,
-        deadline: route.route.upstream_deadline,
     };
+    let job = route.forward(arrived.id, upstream, request, holds);
     let reply = forward::run(job, cx.shared.tasks.of(cx.worker)).await?;
     Ok(Done::Upstream(reply))
 }

@@ -15,10 +15,16 @@ use tokio_util::task::TaskTracker;
 use crate::budget::{Budget, WorkerBudget};
 use crate::config::{Config, Limits, Route};
 use crate::forward::client::Client;
+use crate::forward::{Forward, Holds};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
 use crate::redis::Redis;
+use crate::route::Upstream;
+use crate::store::Id;
 use crate::store::Store;
 use crate::tls::TlsError;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
 
 /// One route, ready to serve on one worker.
 pub struct RouteState {
@@ -34,6 +40,30 @@ pub struct RouteState {
     pub forwards: Arc<Semaphore>,
     /// `hookwall-route`, built once.
     pub name_header: HeaderValue,
+}
+
+impl RouteState {
+    /// A forward of `request` to `upstream`, one of this route's, on this worker's client,
+    /// with the route's timeouts and metrics.
+    pub fn forward(
+        &self,
+        id: Id,
+        upstream: &Arc<Upstream>,
+        request: Request<Full<Bytes>>,
+        holds: Holds,
+    ) -> Forward {
+        Forward {
+            id,
+            client: self.client.clone(),
+            upstream: upstream.clone(),
+            request,
+            holds,
+            metrics: self.metrics.clone(),
+            connect: self.route.connect_timeout,
+            wait: self.route.upstream_timeout,
+            deadline: self.route.upstream_deadline,
+        }
+    }
 }
 
 /// One loaded config.

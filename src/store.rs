@@ -326,32 +326,19 @@ impl Remote {
     /// Gives the claim back: renewing stops now, the compare-and-delete runs in the
     /// returned future, tried again once Redis is back for as long as the claim could
     /// still hold (a lease): a sender's retry then finds the id free, not in flight.
-    fn release(mut self) -> impl Future<Output = ()> + Send + 'static {
-        self.stop_renewing();
-        async move {
-            let Remote {
-                redis,
-                worker,
-                key,
-                token,
-                ..
-            } = &self;
-            let released = settle(redis, *worker, redis.lease(), || {
-                redis.release(*worker, key, token)
-            })
-            .await;
-            if let Err(err) = released {
-                // The lease runs out by itself.
-                tracing::warn!(key = &**key, error = %err, "Redis release failed; the claim expires with its lease");
-            }
-        }
+    fn release(self) -> impl Future<Output = ()> + Send + 'static {
+        self.end(End::Released)
     }
 
     /// Marks the id delivered for `ttl`, tried again once Redis is back for as long as the
     /// mark would last: until it is written, a retry on another replica could be forwarded
     /// again.
-    fn deliver(mut self, ttl: Duration) -> impl Future<Output = ()> + Send + 'static {
-        // Renewing stops now: the value becomes the delivered one.
+    fn deliver(self, ttl: Duration) -> impl Future<Output = ()> + Send + 'static {
+        self.end(End::Delivered(ttl))
+    }
+
+    /// Writes the claim's `end` (`settle`); renewing stops now.
+    fn end(mut self, end: End) -> impl Future<Output = ()> + Send + 'static {
         self.stop_renewing();
         async move {
             let Remote {
@@ -361,15 +348,37 @@ impl Remote {
                 token,
                 ..
             } = &self;
-            let delivered = settle(redis, *worker, ttl, || {
-                redis.deliver(*worker, key, token, ttl)
+            let (within, failed) = match end {
+                // The lease runs out by itself.
+                End::Released => (
+                    redis.lease(),
+                    "Redis release failed; the claim expires with its lease",
+                ),
+                End::Delivered(ttl) => (
+                    ttl,
+                    "Redis: marking an id delivered failed; this process still remembers it",
+                ),
+            };
+            let written = settle(redis, *worker, within, || async move {
+                match end {
+                    End::Released => redis.release(*worker, key, token).await,
+                    End::Delivered(ttl) => redis.deliver(*worker, key, token, ttl).await,
+                }
             })
             .await;
-            if let Err(err) = delivered {
-                tracing::warn!(key = &**key, error = %err, "Redis: marking an id delivered failed; this process still remembers it");
+            if let Err(err) = written {
+                tracing::warn!(key = &**key, error = %err, "{failed}");
             }
         }
     }
+}
+
+/// How a claim ends in Redis.
+#[derive(Clone, Copy)]
+enum End {
+    Released,
+    /// Delivered, remembered for this long.
+    Delivered(Duration),
 }
 
 impl Drop for Remote {

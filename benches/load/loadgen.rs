@@ -75,6 +75,9 @@ struct Args {
     threads: usize,
     /// Like Svix: resend a valid event (fresh timestamp and signature) until it gets a 2xx.
     retry: bool,
+    /// Sign as Stripe does (valid events only): the same Clerk body with the id as its
+    /// top-level `id`, `Stripe-Signature`, the secret's bytes.
+    stripe: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -88,6 +91,7 @@ fn parse_args() -> Result<Args, String> {
         id_prefix: format!("msg_{}_", std::process::id()),
         threads: 1,
         retry: false,
+        stripe: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -111,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
                 args.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?
             }
             "--retry" => args.retry = true,
+            "--provider" => args.stripe = value()? == "stripe",
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -173,7 +178,11 @@ fn pace(rate: f64, start: Instant, end: Instant) -> Arc<tokio::sync::Semaphore> 
 }
 
 async fn run(args: Args) -> bool {
-    let key = Key::decode(&args.secret).expect("--secret decodes");
+    let key = match args.stripe {
+        // Any key: Stripe requests are signed with the secret's bytes (`stripe_request`).
+        true => Key::decode("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+        false => Key::decode(&args.secret).expect("--secret decodes"),
+    };
     let signer = Arc::new(Signer::try_from(&key).expect("--secret can sign"));
     let forger = Arc::new(
         Signer::try_from(&Key::decode("whsec_Zm9yZ2VkIGJ5IHNvbWVib2R5IGVsc2UhIQ==").unwrap())
@@ -270,15 +279,19 @@ async fn run(args: Args) -> bool {
                                     &signer,
                                 ),
                             };
-                            let signature = who.sign(&id, timestamp, body);
-                            let request = Request::post(args.url.clone())
-                                .header("host", &authority)
-                                .header("content-type", "application/json")
-                                .header("svix-id", &id)
-                                .header("svix-timestamp", timestamp.to_string())
-                                .header("svix-signature", signature)
-                                .body(Full::new(body.clone()))
-                                .unwrap();
+                            let request = if args.stripe {
+                                stripe_request(&args, &authority, &id, timestamp)
+                            } else {
+                                let signature = who.sign(&id, timestamp, body);
+                                Request::post(args.url.clone())
+                                    .header("host", &authority)
+                                    .header("content-type", "application/json")
+                                    .header("svix-id", &id)
+                                    .header("svix-timestamp", timestamp.to_string())
+                                    .header("svix-signature", signature)
+                                    .body(Full::new(body.clone()))
+                                    .unwrap()
+                            };
                             if sender.ready().await.is_err() {
                                 local.errors += 1;
                                 continue 'connections;
@@ -358,4 +371,17 @@ async fn run(args: Args) -> bool {
         serde_json::to_string(&statuses).unwrap(),
     );
     n > 0 && tally.errors == 0 && tally.lost == 0 && tally.unexpected.is_empty()
+}
+
+/// A valid event signed as Stripe does: the Clerk body with `id` first, `Stripe-Signature`.
+fn stripe_request(args: &Args, authority: &str, id: &str, timestamp: u64) -> Request<Full<Bytes>> {
+    let mut body = format!("{{\"id\": \"{id}\", ").into_bytes();
+    body.extend_from_slice(&CLERK_EVENT[1..]);
+    let signature = hookwall::sign::stripe(args.secret.as_bytes(), timestamp, &body);
+    Request::post(args.url.clone())
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
 }

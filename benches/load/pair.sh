@@ -7,8 +7,10 @@
 #
 #   BASELINE=path/to/older/hookwall benches/load/pair.sh      # release build
 #   BASELINE=self benches/load/pair.sh --quick                 # CI smoke: debug, this build twice
+#   STRIPE=1 BASELINE=... benches/load/pair.sh                 # also this build's Stripe route,
+#                                                              # the same event signed as Stripe does
 #
-# Env: ROUNDS (10), DURATION (8s), CONNECTIONS (64).
+# Env: ROUNDS (10), DURATION (8s), CONNECTIONS (64), STRIPE (0).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/benches/load"
@@ -30,17 +32,25 @@ name = \"bench\"
 path = \"/bench\"
 secrets = [\"$secret\"]
 upstream = \"http://127.0.0.1:$backend_port/\""
-start_hookwall "$a_port" "$a_admin" "$route"
+stripe=${STRIPE:-0}
+stripe_route="
+[[routes]]
+name = \"stripe\"
+path = \"/stripe\"
+provider = \"stripe\"
+secrets = [\"$secret\"]
+upstream = \"http://127.0.0.1:$backend_port/\""
+if ((stripe)); then start_hookwall "$a_port" "$a_admin" "$route$stripe_route"; else start_hookwall "$a_port" "$a_admin" "$route"; fi
 a_pid=$hw_pid
 start_hookwall "$b_port" "$b_admin" "$route" baseline "$baseline"
 b_pid=$hw_pid
 wait_port "$backend_port"; wait_port "$a_port"; wait_port "$b_port"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-one() { # port pid: "req/s CPU-µs-per-request"
+one() { # port pid [path provider]: "req/s CPU-µs-per-request"
   local before out
   before=$(cpu_ticks "$2")
-  out=$("$loadgen" --url "http://127.0.0.1:$1/bench" --secret "$secret" \
+  out=$("$loadgen" --url "http://127.0.0.1:$1${3:-/bench}" --secret "$secret" --provider "${4:-svix}" \
     --connections "$connections" --duration "$duration" --id-prefix "pair_${RANDOM}_")
   python3 -c "import json, sys; r = json.loads(sys.argv[1]); \
 print(r['rps'], round(($(cpu_ticks "$2") - $before) / $(getconf CLK_TCK) * 1e6 / r['requests'], 1))" "$out"
@@ -50,7 +60,16 @@ for i in $(seq "$rounds"); do
   if ((i % 2)); then a=$(one "$a_port" "$a_pid"); b=$(one "$b_port" "$b_pid")
   else b=$(one "$b_port" "$b_pid"); a=$(one "$a_port" "$a_pid"); fi
   echo "round $i: this $a | baseline $b" | tee -a "$results"
+  if ((stripe)); then echo "round $i: stripe $(one "$a_port" "$a_pid" /stripe stripe)" | tee -a "$work/stripe"; fi
 done
+if ((stripe)); then
+  python3 - "$work/stripe" <<'PY'
+import re, statistics, sys
+rows = [list(map(float, re.findall(r"[\d.]+", l)[1:])) for l in open(sys.argv[1])]
+print(f"this build's Stripe route: median req/s {statistics.median(r[0] for r in rows):,.0f}, "
+      f"CPU per request {statistics.median(r[1] for r in rows):.1f} µs")
+PY
+fi
 python3 - "$results" <<'PY'
 import re, statistics, sys
 rows = [list(map(float, re.findall(r"[\d.]+", l)[1:])) for l in open(sys.argv[1])]

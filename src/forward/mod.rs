@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Uri};
+use http::Request;
+use http_body_util::Full;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -31,7 +32,9 @@ use crate::route::Upstream;
 use crate::store::{Claim, Id};
 use client::Client;
 use exchange::Unanswered;
-pub use exchange::{ForwardError, UpstreamReply, MAX_REPLY_BODY_BYTES};
+pub use exchange::{
+    request as upstream_request, ForwardError, UpstreamReply, MAX_REPLY_BODY_BYTES,
+};
 pub use headers::{upstream_headers, Additions, Peer, HOOKWALL_EVENT_TYPE, HOOKWALL_ROUTE};
 
 /// One forward and everything it holds until it ends, owned, so that it can outlive its
@@ -41,17 +44,9 @@ pub struct Forward {
     pub id: Id,
     pub client: Arc<Client>,
     pub upstream: Arc<Upstream>,
-    /// The sender's method: POST, unless a shadow route forwards something else.
-    pub method: Method,
-    /// The upstream's path with the listener's query string.
-    pub target: Uri,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    /// The id's claim: none for a shadow route's request that enforcing would not forward.
-    pub claim: Option<Claim>,
-    pub permit: OwnedSemaphorePermit,
-    /// The body's room in the budget.
-    pub room: Room,
+    /// What is sent (`upstream_request`).
+    pub request: Request<Full<Bytes>>,
+    pub holds: Holds,
     pub metrics: Arc<RouteMetrics>,
     /// How long connecting may take (`connect_timeout`).
     pub connect: Duration,
@@ -59,6 +54,16 @@ pub struct Forward {
     pub wait: Duration,
     /// How long the forward may run in all (`upstream_deadline`).
     pub deadline: Duration,
+}
+
+/// What a forward holds until it ends.
+pub struct Holds {
+    /// The id's claim: none for a shadow route's request that enforcing would not forward.
+    pub claim: Option<Claim>,
+    /// A place under the route's `max_in_flight`.
+    pub permit: OwnedSemaphorePermit,
+    /// The body's room in the budget.
+    pub room: Room,
 }
 
 type Answer = Result<UpstreamReply, ForwardError>;
@@ -77,13 +82,13 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
         id,
         client,
         upstream,
-        method,
-        target,
-        headers,
-        body,
-        mut claim,
-        permit: _permit,
-        room: _room,
+        mut request,
+        holds:
+            Holds {
+                mut claim,
+                permit: _permit,
+                room: _room,
+            },
         metrics,
         connect,
         wait,
@@ -91,7 +96,6 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
     } = job;
     let mut answer = Some(answer);
     let mut detached = "";
-    let mut request = exchange::request(method, target, headers, body);
     let waits = (started + wait, started + deadline, wait);
     let result = loop {
         let ready = client.ready(&upstream.origin, connect);

@@ -46,11 +46,9 @@ pub fn head(headers: &HeaderMap) -> Result<Head<'_>, VerifyError> {
 
 impl GitHub {
     pub fn new(secrets: &[Vec<u8>]) -> GitHub {
-        let keys = secrets
-            .iter()
-            .map(|secret| MacKey::new(mac::Algorithm::Sha256, secret))
-            .collect();
-        GitHub { keys }
+        GitHub {
+            keys: mac::sha256_keys(secrets),
+        }
     }
 
     pub fn body<'h, 'b>(

@@ -87,6 +87,14 @@ impl MacKey {
     }
 }
 
+/// HMAC-SHA256 keys from secrets' bytes, as Stripe, GitHub and Shopify sign.
+pub fn sha256_keys(secrets: &[Vec<u8>]) -> Vec<MacKey> {
+    secrets
+        .iter()
+        .map(|secret| MacKey::new(Algorithm::Sha256, secret))
+        .collect()
+}
+
 /// A MAC, or a signature decoded: at most 64 bytes, no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digest {

@@ -41,11 +41,9 @@ pub fn head(headers: &HeaderMap) -> Result<Head<'_>, VerifyError> {
 
 impl Shopify {
     pub fn new(secrets: &[Vec<u8>]) -> Shopify {
-        let keys = secrets
-            .iter()
-            .map(|secret| MacKey::new(mac::Algorithm::Sha256, secret))
-            .collect();
-        Shopify { keys }
+        Shopify {
+            keys: mac::sha256_keys(secrets),
+        }
     }
 
     pub fn body<'h, 'b>(

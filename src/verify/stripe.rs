@@ -32,12 +32,8 @@ pub struct Head {
 impl Stripe {
     /// `secrets`: each secret's bytes, as Stripe's libraries use them (`whsec_` included).
     pub fn new(secrets: &[Vec<u8>], tolerance_secs: u64) -> Stripe {
-        let keys = secrets
-            .iter()
-            .map(|secret| MacKey::new(mac::Algorithm::Sha256, secret))
-            .collect();
         Stripe {
-            keys,
+            keys: mac::sha256_keys(secrets),
             tolerance_secs,
         }
     }
