@@ -36,10 +36,19 @@ echo "== python packages (tests/support/requirements.txt)"
   python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
     -r requirements.txt)
 
+# npm_ci DIR: installs DIR's locked packages, unless the lock they were installed from is
+# the one DIR has now (npm ci always deletes node_modules and starts again).
+npm_ci() {
+  local lock=$1/package-lock.json stamp=$1/node_modules/.installed-from-lock
+  cmp -s "$lock" "$stamp" && return
+  npm ci --silent --no-audit --no-fund --prefix "$1"
+  cp "$lock" "$stamp"
+}
+
 echo "== npm packages (examples/backends/express, examples/workers/node, tests/support)"
-npm ci --silent --no-audit --no-fund --prefix examples/backends/express
-npm ci --silent --no-audit --no-fund --prefix examples/workers/node
-npm ci --silent --no-audit --no-fund --prefix tests/support
+npm_ci examples/backends/express
+npm_ci examples/workers/node
+npm_ci tests/support
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
