@@ -65,30 +65,16 @@ async fn sigterm_serves_the_delay_then_finishes_the_request_in_flight_and_exits_
     })
     .await;
 
-    let url = hw.url("/hook");
-    let in_flight = tokio::spawn(async move {
-        let body = event("user.created");
-        post(&url, &signed(SECRET, "msg_drain", now(), &body), &body)
-            .await
-            .0
-    });
-    arrived.notified().await;
+    let in_flight = delivering(hw.url("/hook"), &arrived, "msg_drain", "user.created").await;
     hw.signal("TERM");
     until("readyz to turn 503", async || {
         get(&format!("http://{admin}/readyz")).await.0 == 503
     })
     .await;
     // Unready, but a sender the Service still sends here is served, on a new connection.
-    let url = hw.url("/hook");
-    let late = tokio::spawn(async move {
-        let body = event("user.created");
-        post(&url, &signed(SECRET, "msg_late", now(), &body), &body)
-            .await
-            .0
-    });
-    arrived.notified().await;
+    let late = delivering(hw.url("/hook"), &arrived, "msg_late", "user.created").await;
     release.notify_waiters();
-    assert_eq!(late.await.unwrap(), 200, "served within shutdown_delay");
+    assert_eq!(late.await.unwrap().0, 200, "served within shutdown_delay");
     // The delay over, the listener closes; the request in flight still finishes.
     until("the end of the delay", async || {
         hw.log().iter().any(|l| l.contains("no new connections"))
@@ -101,7 +87,7 @@ async fn sigterm_serves_the_delay_then_finishes_the_request_in_flight_and_exits_
     .await;
     release.notify_waiters();
     assert_eq!(
-        in_flight.await.unwrap(),
+        in_flight.await.unwrap().0,
         200,
         "the request in flight completed"
     );

@@ -470,20 +470,13 @@ async fn in_flight_duplicates_get_409_and_route_overload_503() {
     );
     let proxy = Arc::new(Proxy::start(&toml).await);
 
-    let first = {
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            deliver(
-                &proxy,
-                "/webhooks/clerk",
-                SECRET,
-                "msg_slow",
-                "user.created",
-            )
-            .await
-        })
-    };
-    arrived.notified().await;
+    let first = delivering(
+        proxy.url("/webhooks/clerk"),
+        &arrived,
+        "msg_slow",
+        "user.created",
+    )
+    .await;
     // The same id while it is being delivered: 409 (max_in_flight = 1 is taken, though,
     // so the route answers 503 first: overload is checked before dedup).
     let (status, reply) = deliver(
@@ -502,13 +495,13 @@ async fn in_flight_duplicates_get_409_and_route_overload_503() {
     assert_eq!(first.await.unwrap().0, 200);
 
     // On the billing route (no max_in_flight), the in-flight duplicate is a 409.
-    let billing_first = {
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            deliver(&proxy, "/webhooks/billing", SECRET, "msg_b", "invoice.paid").await
-        })
-    };
-    arrived.notified().await;
+    let billing_first = delivering(
+        proxy.url("/webhooks/billing"),
+        &arrived,
+        "msg_b",
+        "invoice.paid",
+    )
+    .await;
     let (status, reply) =
         deliver(&proxy, "/webhooks/billing", SECRET, "msg_b", "invoice.paid").await;
     assert_eq!(
@@ -837,20 +830,13 @@ async fn max_in_flight_holds_only_forwards() {
         1,
     );
     let proxy = Arc::new(Proxy::start(&toml).await);
-    let first = {
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            deliver(
-                &proxy,
-                "/webhooks/billing",
-                SECRET,
-                "msg_f1",
-                "invoice.paid",
-            )
-            .await
-        })
-    };
-    arrived.notified().await;
+    let first = delivering(
+        proxy.url("/webhooks/billing"),
+        &arrived,
+        "msg_f1",
+        "invoice.paid",
+    )
+    .await;
     let filtered = (200, br#"{"outcome":"filtered"}"#.as_ref());
     for (id, kind) in [("msg_d", "session.ended"), ("msg_u", "user.created")] {
         let (status, reply) = deliver(&proxy, "/webhooks/billing", SECRET, id, kind).await;
@@ -871,18 +857,13 @@ async fn max_in_flight_holds_only_forwards() {
     release.notify_one();
     assert_eq!(first.await.unwrap().0, 200);
     // The refused forward's id was never claimed: its retry goes through.
-    let retry = proxy.clone();
-    let second = tokio::spawn(async move {
-        deliver(
-            &retry,
-            "/webhooks/billing",
-            SECRET,
-            "msg_f2",
-            "invoice.created",
-        )
-        .await
-    });
-    arrived.notified().await;
+    let second = delivering(
+        proxy.url("/webhooks/billing"),
+        &arrived,
+        "msg_f2",
+        "invoice.created",
+    )
+    .await;
     release.notify_one();
     assert_eq!(second.await.unwrap().0, 200);
     let m = proxy.metrics().await;

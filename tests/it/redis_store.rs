@@ -39,7 +39,7 @@ struct HeldOnA {
     a: Running,
     b: Running,
     /// A's answer to the held event.
-    first: tokio::task::JoinHandle<(u16, String)>,
+    first: tokio::task::JoinHandle<(u16, Option<String>, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -49,9 +49,7 @@ async fn held_on_a(redis: &RedisServer, id: &str) -> HeldOnA {
     let (a, b) = (Running::start(&file).await, Running::start(&file).await);
     redis_up(a.admin).await;
     redis_up(b.admin).await;
-    let (url_a, id) = (a.url("/hook"), id.to_owned());
-    let first = tokio::spawn(async move { send_event(&url_a, &id).await });
-    arrived.notified().await;
+    let first = delivering(a.url("/hook"), &arrived, id, "user.created").await;
     HeldOnA {
         upstream,
         arrived,
@@ -89,9 +87,7 @@ async fn two_replicas_share_in_flight_and_delivered() {
     redis_up(b.admin).await;
 
     // In flight on A: 409 on B.
-    let url_a = a.url("/hook");
-    let first = tokio::spawn(async move { send_event(&url_a, "msg_1").await });
-    arrived.notified().await;
+    let first = delivering(a.url("/hook"), &arrived, "msg_1", "user.created").await;
     assert_eq!(send_event(&b.url("/hook"), "msg_1").await.0, 409);
     assert!(redis
         .get("hookwall:dedup:hook:msg_1")

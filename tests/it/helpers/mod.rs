@@ -535,6 +535,21 @@ pub async fn deliver(
     (status, reply)
 }
 
+/// `send_kind` in a task of its own, returned once a `holding_upstream` holds the event
+/// (`arrived`), so that its forward is known to be running; the task ends when `release`
+/// is notified.
+pub async fn delivering(
+    url: String,
+    arrived: &Notify,
+    id: &str,
+    kind: &str,
+) -> tokio::task::JoinHandle<(u16, Option<String>, String)> {
+    let (id, kind) = (id.to_owned(), kind.to_owned());
+    let task = tokio::spawn(async move { send_kind(&url, &id, &kind).await });
+    arrived.notified().await;
+    task
+}
+
 /// One route `r` at `/hook` to `upstream`, with `limits` as the `[limits]` table's body.
 pub fn one_route(upstream: &Upstream, limits: &str) -> String {
     format!(
