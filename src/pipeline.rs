@@ -55,6 +55,8 @@ pub async fn handle(
         "request",
         route = Empty,
         id = Empty,
+        // Dedup's key, when it is not the id (a digest of what was signed).
+        key = Empty,
         event_type = Empty,
         stream = Empty,
         entry = Empty
@@ -157,7 +159,11 @@ async fn handle_inner<'a>(
     let event = cx.verified(route, &verified, now);
     let arrived = Arrived {
         route,
-        id: Id::new(&route.route.name, verified.id.as_str()),
+        id: Id::new(&route.route.name, verified.key()),
+        sender_id: verified
+            .digest
+            .is_some()
+            .then(|| verified.id.as_str().to_owned()),
         event_type: event.as_str(),
         timestamp: verified.timestamp,
         parts,
@@ -199,6 +205,9 @@ impl<'a> Context<'a> {
         if let VerifiedId::Body(id) = &verified.id {
             self.span.record("id", &**id);
         }
+        if let Some(digest) = &verified.digest {
+            self.span.record("key", digest.as_str());
+        }
         let event = verified.event_type.clone();
         self.shared.metrics.event(metrics, &event);
         if let EventType::Valid(name) = &event {
@@ -211,7 +220,10 @@ impl<'a> Context<'a> {
 /// A verified event on its way to the stage its rule chose.
 pub(crate) struct Arrived<'a> {
     pub(crate) route: &'a RouteState,
+    /// What dedup keys it by: the signed id, or a digest of what was signed.
     pub(crate) id: Id,
+    /// The id the sender gave, when it is not the key's (`sender_id()`).
+    pub(crate) sender_id: Option<String>,
     pub(crate) event_type: &'a str,
     /// The signed timestamp, Unix seconds (`None`: the provider signs none).
     pub(crate) timestamp: Option<u64>,
@@ -219,6 +231,11 @@ pub(crate) struct Arrived<'a> {
 }
 
 impl Arrived<'_> {
+    /// The id the sender gave: the key's, unless dedup keys a digest.
+    pub(crate) fn sender_id(&self) -> &str {
+        self.sender_id.as_deref().unwrap_or(self.id.id())
+    }
+
     /// The sender's headers as the upstream (or a stream entry) gets them: one rewrite
     /// for both. `host` is the upstream's `Host`; a stream entry has none.
     pub(crate) fn outgoing_headers(
@@ -293,7 +310,7 @@ async fn queue(
     let headers = arrived.outgoing_headers(cx, None, body.len());
     let id = &arrived.id;
     let entry = Entry::new(
-        id.id(),
+        arrived.sender_id(),
         arrived.event_type,
         id.route(),
         arrived.timestamp,

@@ -57,7 +57,7 @@ pub(crate) async fn watch(
         ),
         Ok(verified) => {
             let event = cx.verified(route, &verified, now);
-            let id = Id::new(&route.route.name, verified.id.as_str());
+            let id = Id::new(&route.route.name, verified.key());
             let (verdict, claim) = claimed(cx, route, &id).await;
             (id, event, verified.timestamp, verdict, claim)
         }
@@ -71,6 +71,7 @@ pub(crate) async fn watch(
     let mut arrived = Arrived {
         route,
         id,
+        sender_id: None,
         event_type: event.as_str(),
         timestamp,
         parts,

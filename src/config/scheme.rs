@@ -215,6 +215,22 @@ fn declared(
             let message = "{timestamp} needs a timestamp_header to read it from";
             problems.add(at("signed_content"), message);
         }
+        if timestamp_header.is_some() && !parts.contains(&Part::Timestamp) {
+            let message = "timestamp_header is set but {timestamp} is not in signed_content: \
+                           a timestamp that is not signed can be changed to pass the window";
+            problems.add(at("timestamp_header"), message);
+        }
+        if parts
+            .windows(2)
+            .any(|pair| !matches!(pair[0], Part::Text(_)) && !matches!(pair[1], Part::Text(_)))
+        {
+            let message = format!(
+                "{:?}: placeholders need literal text between them: bytes could move from \
+                 one to the other without changing what is signed",
+                raw.signed_content
+            );
+            problems.add(at("signed_content"), message);
+        }
         if parts.contains(&Part::Id) && matches!(id, Some(Source::Json(_))) {
             let message = "{id} needs an id from a header: one read from the body is read \
                            only after the signature verified";

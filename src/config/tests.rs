@@ -425,6 +425,14 @@ fn providers_and_shadow_routes_validate() {
             "routes[0].hmac.signed_content: {id} needs an id from a header",
         ),
         (
+            "provider = \"hmac\"\n[routes.hmac]\nsignature_header = \"s\"\nid = \"header:i\"\ntimestamp_header = \"t\"",
+            "routes[0].hmac.timestamp_header: timestamp_header is set but {timestamp} is not in signed_content",
+        ),
+        (
+            "provider = \"hmac\"\n[routes.hmac]\nsignature_header = \"s\"\nid = \"header:i\"\nsigned_content = \"{id}{body}\"",
+            "routes[0].hmac.signed_content: \"{id}{body}\": placeholders need literal text between them",
+        ),
+        (
             "provider = \"hmac\"\n[routes.hmac]\nsignature_header = \"s\"\nid = \"body:/id\"",
             "routes[0].hmac.id: \"body:/id\" is neither",
         ),

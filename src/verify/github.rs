@@ -1,6 +1,8 @@
 //! GitHub: `X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256 of the body with the secret's
-//! bytes (the SHA-1 `X-Hub-Signature` is not accepted). No timestamp is signed: dedup by
-//! `X-GitHub-Delivery` is the only replay defence. The event type is `X-GitHub-Event`,
+//! bytes (the SHA-1 `X-Hub-Signature` is not accepted). Only the body is signed: neither a
+//! timestamp nor `X-GitHub-Delivery` nor `X-GitHub-Event`. So dedup keys a digest of the
+//! body (`ContentDigest`), the only replay defence, and the one that stops a captured body
+//! from being replayed under a fresh delivery id or relabelled with another event. The event type is `X-GitHub-Event`,
 //! then `.` and the body's top-level `action` when it has one (`pull_request.opened`), as
 //! octokit names them.
 
@@ -10,7 +12,10 @@ use http::{HeaderMap, HeaderName};
 use serde::Deserialize;
 
 use super::mac::{self, Digest, Encoding, MacKey, Signatures};
-use super::{header, id_header, optional_header, HeaderKind, Verified, VerifiedId, VerifyError};
+use super::{
+    header, id_header, optional_header, ContentDigest, HeaderKind, Verified, VerifiedId,
+    VerifyError,
+};
 use crate::route::{EventType, Text};
 
 const SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
@@ -59,6 +64,8 @@ impl GitHub {
         let matched = mac::check(&self.keys, &[body], &Signatures::one(head.signature))?;
         Ok(Verified {
             id: VerifiedId::Head(head.id),
+            // The delivery id is not signed: dedup keys what is.
+            digest: Some(ContentDigest::of(&[body])),
             timestamp: None,
             event_type: head
                 .event

@@ -9,8 +9,8 @@ use http::{HeaderMap, HeaderName};
 
 use super::mac::{self, Algorithm, Digest, Encoding, MacKey, Signatures};
 use super::{
-    fresh, header, id_header, optional_header, HeaderKind, Verified, VerifiedId, VerifyError,
-    MAX_ID_BYTES, MAX_SIGNATURE_HEADER_BYTES,
+    fresh, header, id_header, optional_header, ContentDigest, HeaderKind, Verified, VerifiedId,
+    VerifyError, MAX_ID_BYTES, MAX_SIGNATURE_HEADER_BYTES,
 };
 use crate::route::EventType;
 
@@ -181,6 +181,10 @@ impl Declared {
         let json: Option<serde_json::Value> = wants_json
             .then(|| serde_json::from_slice(body).ok())
             .flatten();
+        // A header id outside the signed content could be changed freely: dedup keys the
+        // signed content instead.
+        let digest = (matches!(self.id, Source::Header(_)) && !self.content.contains(&Part::Id))
+            .then(|| ContentDigest::of(&content));
         let id = match (&self.id, head.id) {
             (Source::Header(_), Some(id)) => VerifiedId::Head(id),
             (source, _) => VerifiedId::Body(Cow::Owned(body_value(source, json.as_ref())?)),
@@ -195,6 +199,7 @@ impl Declared {
         };
         Ok(Verified {
             id,
+            digest,
             timestamp: head.timestamp.map(|(_, timestamp)| timestamp),
             event_type,
             matched,

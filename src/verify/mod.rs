@@ -104,7 +104,12 @@ pub enum Head<'h> {
 /// What a verified request gives the rest of the pipeline.
 #[derive(Debug)]
 pub struct Verified<'h, 'b> {
+    /// The id the sender gave: forwarded, logged, in a stream entry.
     pub id: VerifiedId<'h, 'b>,
+    /// What dedup keys the request by, when the id is not covered by the signature (a
+    /// sender could change it without breaking the signature): a digest of the signed
+    /// content (`digest`). `None`: the id is signed, and is the key.
+    pub digest: Option<ContentDigest>,
     /// The signed timestamp, Unix seconds; `None` for a provider that signs none.
     pub timestamp: Option<u64>,
     pub event_type: EventType<'b>,
@@ -124,6 +129,49 @@ impl VerifiedId<'_, '_> {
             VerifiedId::Head(id) => id,
             VerifiedId::Body(id) => id,
         }
+    }
+}
+
+impl Verified<'_, '_> {
+    /// The dedup key: the signed id, or the digest of the signed content.
+    pub fn key(&self) -> &str {
+        match &self.digest {
+            Some(digest) => digest.as_str(),
+            None => self.id.as_str(),
+        }
+    }
+}
+
+/// `sha256:` and the hex SHA-256 of a signed content, as dedup's key for a provider whose
+/// id is not signed (contract §10, "What decides is signed"): the same signed request sent
+/// again under a fresh delivery id, or relabelled with another event type header, has the
+/// same key. 71 bytes, within `MAX_ID_BYTES`; never a secret or a signature (it is shown in
+/// logs), only what the sender sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentDigest([u8; 71]);
+
+impl ContentDigest {
+    /// The digest of the signed content, given as the pieces that were signed in order.
+    pub fn of(pieces: &[&[u8]]) -> ContentDigest {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        for piece in pieces {
+            hasher.update(piece);
+        }
+        let hash = hasher.finalize();
+        let mut text = [0u8; 71];
+        text[..7].copy_from_slice(b"sha256:");
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, byte) in hash.iter().enumerate() {
+            text[7 + 2 * i] = HEX[usize::from(byte >> 4)];
+            text[8 + 2 * i] = HEX[usize::from(byte & 0xf)];
+        }
+        ContentDigest(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -325,6 +373,16 @@ mod tests {
         ] {
             assert_eq!(fresh(bad, 1000, 300), malformed, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn content_digests_are_sha256_in_hex_over_the_pieces_in_order() {
+        // sha256("abc"), the FIPS 180-2 example.
+        let abc = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(ContentDigest::of(&[b"abc"]).as_str(), abc);
+        assert_eq!(ContentDigest::of(&[b"a", b"", b"bc"]).as_str(), abc);
+        assert_ne!(ContentDigest::of(&[b"abd"]).as_str(), abc);
+        assert!(abc.len() <= MAX_ID_BYTES);
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Shopify: `X-Shopify-Hmac-Sha256: <base64>`, HMAC-SHA256 of the body with the app's
-//! client secret's bytes. No timestamp is signed (`X-Shopify-Triggered-At` is not): dedup
-//! by `X-Shopify-Webhook-Id`, the same across retries of one webhook, is the only replay
-//! defence. The event type is `X-Shopify-Topic` (`orders/create`).
+//! client secret's bytes. Only the body is signed (not `X-Shopify-Triggered-At`, not
+//! `X-Shopify-Webhook-Id`, not `X-Shopify-Topic`): dedup keys a digest of the body, the
+//! only replay defence, as for GitHub. The event type is `X-Shopify-Topic` (`orders/create`).
 
 use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderName};
 
 use super::mac::{self, Digest, Encoding, MacKey, Signatures};
-use super::{header, id_header, optional_header, HeaderKind, Verified, VerifiedId, VerifyError};
+use super::{
+    header, id_header, optional_header, ContentDigest, HeaderKind, Verified, VerifiedId,
+    VerifyError,
+};
 use crate::route::EventType;
 
 const SIGNATURE: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
@@ -54,6 +57,8 @@ impl Shopify {
         let matched = mac::check(&self.keys, &[body], &Signatures::one(head.signature))?;
         Ok(Verified {
             id: VerifiedId::Head(head.id),
+            // The delivery id is not signed: dedup keys what is.
+            digest: Some(ContentDigest::of(&[body])),
             timestamp: None,
             event_type: head.topic.map_or(EventType::None, |topic| {
                 EventType::named(Cow::Owned(topic.to_owned()))

@@ -90,6 +90,7 @@ impl Stripe {
         };
         Ok(Verified {
             id: VerifiedId::Body(body_id(id)?),
+            digest: None,
             timestamp: Some(head.timestamp),
             event_type: kind.map_or(EventType::None, EventType::named),
             matched,

@@ -167,6 +167,7 @@ impl Verifier {
         let verified = self.check_signature(&head.signed, head.timestamp, body)?;
         Ok(super::Verified {
             id: VerifiedId::Head(head.signed.id),
+            digest: None,
             timestamp: Some(verified.timestamp),
             event_type: event_type(body),
             matched: verified.matched,

@@ -322,6 +322,44 @@ upstream = "http://127.0.0.1:3000/"
     assert!(text(&out.stderr).contains("/nonexistent/hookwall.toml: cannot read"));
 }
 
+/// A declared scheme that checks what it does not sign is refused by `check` (contract
+/// §10, "What decides is signed"): a timestamp header outside `signed_content` could be
+/// changed to pass the window, and `{id}{body}` lets bytes move from one to the other.
+#[test]
+fn check_refuses_a_declared_scheme_that_checks_what_it_does_not_sign() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hmac.toml");
+    let route = |name: &str, path: &str, hmac: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\npath = \"{path}\"\nprovider = \"hmac\"\n\
+             secrets = [\"s3cret\"]\nupstream = \"http://127.0.0.1:3000/\"\n\
+             [routes.hmac]\nsignature_header = \"X-Sig\"\nid = \"header:X-Id\"\n{hmac}\n"
+        )
+    };
+    let config = [
+        route("unsigned-time", "/a", "timestamp_header = \"X-Time\""),
+        route("adjacent", "/b", "signed_content = \"{id}{body}\""),
+        route(
+            "fine",
+            "/c",
+            "signed_content = \"{id}.{timestamp}.{body}\"\ntimestamp_header = \"X-Time\"",
+        ),
+    ]
+    .concat();
+    std::fs::write(&file, config).unwrap();
+    let out = hookwall(&["check", "-c", file.to_str().unwrap()], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let f = file.display().to_string();
+    for expected in [
+        format!("{f}: routes[0].hmac.timestamp_header: timestamp_header is set but {{timestamp}} is not in signed_content"),
+        format!("{f}: routes[1].hmac.signed_content: \"{{id}}{{body}}\": placeholders need literal text between them"),
+    ] {
+        assert!(stderr.lines().any(|l| l.starts_with(&expected)), "missing {expected:?} in\n{stderr}");
+    }
+    assert!(!stderr.contains("routes[2]"), "{stderr}");
+}
+
 #[test]
 fn the_demo_shows_every_case_behaving() {
     let out = hookwall(&["demo"], &[]);

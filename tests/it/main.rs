@@ -14,6 +14,7 @@ mod lifecycle;
 mod providers;
 mod proxy;
 mod redis_store;
+mod signed;
 mod strangers;
 mod streams;
 mod tls;

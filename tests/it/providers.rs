@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 const STRIPE_SECRET: &str = "whsec_hookwall_test_stripe_endpoint";
-const GITHUB_SECRET: &str = "It's a Secret to Everybody";
-const SHOPIFY_SECRET: &str = "hookwall-test-shopify-client-secret";
-const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub(crate) const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+pub(crate) const SHOPIFY_SECRET: &str = "hookwall-test-shopify-client-secret";
+pub(crate) const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
 fn support(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -38,7 +38,7 @@ fn run_json(command: &mut Command, input: &Value) -> Value {
 }
 
 /// Headers made by Stripe's, Slack's or Shopify's signing (`providers.py sign`).
-fn python_sign(requests: Value) -> Vec<Vec<(String, String)>> {
+pub(crate) fn python_sign(requests: Value) -> Vec<Vec<(String, String)>> {
     let signed = run_json(
         Command::new("python3")
             .arg(support("providers.py"))
@@ -59,7 +59,7 @@ fn python_sign(requests: Value) -> Vec<Vec<(String, String)>> {
 }
 
 /// `X-Hub-Signature-256` values made by octokit's `sign`.
-fn github_sign(requests: Value) -> Vec<String> {
+pub(crate) fn github_sign(requests: Value) -> Vec<String> {
     let signed = run_json(
         Command::new("node").arg(support("github.mjs")).arg("sign"),
         &requests,
@@ -224,7 +224,7 @@ async fn stripe_events_signed_by_stripes_own_library() {
 }
 
 /// octokit signs; hookwall verifies `X-Hub-Signature-256`, types the event as octokit
-/// names it, dedups redeliveries by `X-GitHub-Delivery`; the SHA-1 header alone, or no
+/// names it, dedups redeliveries (by the signed body: `signed.rs`); the SHA-1 header alone, or no
 /// delivery id, is `missing_header`.
 #[tokio::test]
 async fn github_deliveries_signed_by_octokit() {
@@ -277,8 +277,8 @@ async fn github_deliveries_signed_by_octokit() {
     proxy.shutdown().await;
 }
 
-/// Shopify's documented HMAC: verified, typed by `X-Shopify-Topic`, deduped by
-/// `X-Shopify-Webhook-Id`; a byte changed is refused.
+/// Shopify's documented HMAC: verified, typed by `X-Shopify-Topic`, a redelivery deduped
+/// (by the signed body: `signed.rs`); a byte changed is refused.
 #[tokio::test]
 async fn shopify_webhooks_signed_as_documented() {
     let backend = python_backend();
