@@ -153,29 +153,43 @@ impl Store {
         let Some(redis) = self.deciding_redis() else {
             return Ok(Ok(claim));
         };
-        let remote = Remote {
-            redis: redis.clone(),
-            worker,
-            key: redis.dedup_key(id.route(), id.id()).into(),
-            token: crate::redis::token().into(),
-            renewal: None,
+        let (key, token): (Arc<str>, Arc<str>) = (
+            redis.dedup_key(id.route(), id.id()).into(),
+            crate::redis::token().into(),
+        );
+        // From here until Redis answers, the claim may be written for nobody: this future
+        // is dropped if the sender hangs up, and the SET still runs.
+        let pending = Pending {
+            store: self,
+            remote: Some(Remote {
+                redis: redis.clone(),
+                worker,
+                key: key.clone(),
+                token: token.clone(),
+                renewal: None,
+            }),
         };
-        match Box::pin(redis.claim(worker, &remote.key, &remote.token)).await {
+        match Box::pin(redis.claim(worker, &key, &token)).await {
             Ok(Ok(())) => {
-                claim.remote = Some(remote.renewed());
+                claim.remote = pending.answered().map(Remote::renewed);
                 Ok(Ok(claim))
             }
-            Ok(Err(Taken::Delivered)) => {
-                // Cached: the next duplicate here is answered without Redis.
-                claim.mark_delivered_locally();
-                Ok(Err(Taken::Delivered))
+            Ok(Err(taken)) => {
+                // Another attempt's value is there: nothing of ours to give back.
+                pending.answered();
+                if taken == Taken::Delivered {
+                    // Cached: the next duplicate here is answered without Redis.
+                    claim.mark_delivered_locally();
+                }
+                Ok(Err(taken))
             }
-            Ok(Err(Taken::Delivering)) => Ok(Err(Taken::Delivering)),
             Err(err) => {
                 // A claim that timed out (or whose connection broke) may still have been
-                // written, now or when a stalled Redis resumes: give it back.
-                if !err.never_sent() {
-                    self.spawn_tracked(worker, remote.release());
+                // written, now or when a stalled Redis resumes: the guard gives it back.
+                if err.never_sent() {
+                    pending.answered();
+                } else {
+                    drop(pending);
                 }
                 match on_error {
                     OnStoreError::Refuse => Err(err),
@@ -369,6 +383,30 @@ impl Remote {
             if let Err(err) = written {
                 tracing::warn!(key = &**key, error = %err, "{failed}");
             }
+        }
+    }
+}
+
+/// A claim sent to Redis and not answered yet. Dropped before `answered` (the request's
+/// future dropped because its sender hung up, or a claim that may have been written but
+/// got no answer), it gives the claim back in a tracked task: Redis may set the key after
+/// nobody waits for it, and would otherwise hold it in flight for a whole lease.
+struct Pending<'a> {
+    store: &'a Store,
+    remote: Option<Remote>,
+}
+
+impl Pending<'_> {
+    /// Redis answered: the claim is the caller's to keep (or there is none to give back).
+    fn answered(mut self) -> Option<Remote> {
+        self.remote.take()
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(remote) = self.remote.take() {
+            self.store.spawn_tracked(remote.worker, remote.release());
         }
     }
 }

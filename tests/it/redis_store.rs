@@ -318,6 +318,55 @@ async fn a_claim_a_stalled_redis_ran_late_is_given_back_once_it_resumes() {
     proxy.shutdown().await;
 }
 
+/// A sender that hangs up while its claim is on its way (Redis holds it, as `CLIENT
+/// PAUSE WRITE` holds every write, and `redis.timeout` is longer): Redis then sets the key
+/// for nobody, and hookwall gives it back once it has, so the sender's retry is forwarded
+/// at once rather than refused as in flight until the 40 s lease runs out.
+#[tokio::test]
+async fn a_claim_whose_sender_hung_up_while_it_was_in_flight_is_given_back() {
+    use tokio::io::AsyncWriteExt as _;
+    let redis = RedisServer::start();
+    let upstream = Upstream::ok().await;
+    // redis.timeout 5 s: a 40 s lease.
+    let proxy = proxy(&redis, &upstream, "refuse", "5s").await;
+    redis_up(proxy.admin).await;
+    // Reads (the lookup) are served; the claim's SET waits until the pause ends.
+    redis.cmd(&["CLIENT", "PAUSE", "4000", "WRITE"]);
+    let mut sender = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    sender
+        .write_all(&raw_signed_request("/hook", "msg_hung_up"))
+        .await
+        .unwrap();
+    until("the claim to be held by Redis", async || {
+        let info = redis.cmd(&["INFO", "clients"]);
+        matches!(&info, redis::Value::BulkString(text)
+            if String::from_utf8_lossy(text).contains("blocked_clients:1"))
+    })
+    .await;
+    drop(sender);
+    until("the request to be dropped", async || {
+        proxy
+            .metrics()
+            .await
+            .get("hookwall_in_flight_requests", &[])
+            == Some(0.0)
+    })
+    .await;
+    redis.cmd(&["CLIENT", "UNPAUSE"]);
+    // The release goes after the claim on the same connection: once it is done, Redis
+    // ran both.
+    until_within(
+        "the claim to be given back",
+        Duration::from_secs(3),
+        async || proxy.metrics().await.redis_commands("release", "ok") >= 1.0,
+    )
+    .await;
+    assert_eq!(redis.get("hookwall:dedup:r:msg_hung_up"), None);
+    assert_eq!(send_event(&proxy.url("/hook"), "msg_hung_up").await.0, 200);
+    assert_eq!(upstream.ids()["msg_hung_up"], 1);
+    proxy.shutdown().await;
+}
+
 /// Redis dies while a forward runs, so marking the id delivered fails; once Redis is
 /// back, the replica writes the mark it missed, and a retry on another replica is a
 /// duplicate instead of a second delivery.
