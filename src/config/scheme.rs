@@ -211,31 +211,15 @@ fn declared(
         .map_err(|err| problems.add(at("signed_content"), err))
         .ok();
     if let Some(parts) = &content {
-        if parts.contains(&Part::Timestamp) && timestamp_header.is_none() {
-            let message = "{timestamp} needs a timestamp_header to read it from";
-            problems.add(at("signed_content"), message);
-        }
-        if timestamp_header.is_some() && !parts.contains(&Part::Timestamp) {
-            let message = "timestamp_header is set but {timestamp} is not in signed_content: \
-                           a timestamp that is not signed can be changed to pass the window";
-            problems.add(at("timestamp_header"), message);
-        }
-        if parts
-            .windows(2)
-            .any(|pair| !matches!(pair[0], Part::Text(_)) && !matches!(pair[1], Part::Text(_)))
-        {
-            let message = format!(
-                "{:?}: placeholders need literal text between them: bytes could move from \
-                 one to the other without changing what is signed",
-                raw.signed_content
-            );
-            problems.add(at("signed_content"), message);
-        }
-        if parts.contains(&Part::Id) && matches!(id, Some(Source::Json(_))) {
-            let message = "{id} needs an id from a header: one read from the body is read \
-                           only after the signature verified";
-            problems.add(at("signed_content"), message);
-        }
+        let timestamp_header = timestamp_header.is_some();
+        check_content(
+            parts,
+            &raw.signed_content,
+            timestamp_header,
+            id.as_ref(),
+            &at,
+            problems,
+        );
     }
     if problems.0.len() > start {
         return None;
@@ -253,4 +237,40 @@ fn declared(
         event_type: event_type?,
         tolerance_secs,
     })
+}
+
+/// What a `signed_content` template must say for the rest of the declaration to be safe:
+/// the timestamp signed when it is read, placeholders apart, an id known before the body.
+fn check_content(
+    parts: &[Part],
+    text: &str,
+    timestamp_header: bool,
+    id: Option<&Source>,
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Problems,
+) {
+    if parts.contains(&Part::Timestamp) && !timestamp_header {
+        let message = "{timestamp} needs a timestamp_header to read it from";
+        problems.add(at("signed_content"), message);
+    }
+    if timestamp_header && !parts.contains(&Part::Timestamp) {
+        let message = "timestamp_header is set but {timestamp} is not in signed_content: \
+                       a timestamp that is not signed can be changed to pass the window";
+        problems.add(at("timestamp_header"), message);
+    }
+    if parts
+        .windows(2)
+        .any(|pair| !matches!(pair[0], Part::Text(_)) && !matches!(pair[1], Part::Text(_)))
+    {
+        let message = format!(
+            "{text:?}: placeholders need literal text between them: bytes could move from \
+             one to the other without changing what is signed"
+        );
+        problems.add(at("signed_content"), message);
+    }
+    if parts.contains(&Part::Id) && matches!(id, Some(Source::Json(_))) {
+        let message = "{id} needs an id from a header: one read from the body is read only \
+                       after the signature verified";
+        problems.add(at("signed_content"), message);
+    }
 }
