@@ -42,14 +42,21 @@ impl Redis {
         id
     }
 
-    pub fn stop_renewing(&self, worker: usize, renewal: u64) {
-        self.link(worker).renewals.lock().claims.remove(&renewal);
+    /// Whether the claim was still renewed (false once its forward ended, or the claim was
+    /// found gone).
+    pub fn stop_renewing(&self, worker: usize, renewal: u64) -> bool {
+        self.link(worker)
+            .renewals
+            .lock()
+            .claims
+            .remove(&renewal)
+            .is_some()
     }
 
     /// Every third of the lease, renews the claims held on worker `worker` for at least
     /// that long (most forwards end well before: they cost nothing here). A claim found
     /// gone (Redis lost it, or it expired while Redis stalled) is renewed no more, and
-    /// said once.
+    /// said once (unless its forward ended while the renewal was on its way).
     pub(super) async fn renew_leases(self: Arc<Self>, worker: usize) {
         let every = self.lease() / 3;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -71,13 +78,19 @@ impl Redis {
                 renewing.spawn(async move {
                     match this.renew(worker, &key, &token).await {
                         Ok(true) => {}
+                        // The claim no longer holds this attempt's value. Its forward may
+                        // have ended since the claim was collected: delivered (the value
+                        // replaced) or released (deleted). Those ends stop renewing before
+                        // they are sent to Redis, so only a claim still registered after
+                        // this reply was really lost.
                         Ok(false) => {
-                            this.stop_renewing(worker, id);
-                            tracing::warn!(
-                                key = &*key,
-                                "Redis: a claim was gone before its forward ended (Redis lost \
-                                 data, or it stalled past the lease); no longer renewed"
-                            );
+                            if this.stop_renewing(worker, id) {
+                                tracing::warn!(
+                                    key = &*key,
+                                    "Redis: a claim was gone before its forward ended (Redis \
+                                     lost data, or it stalled past the lease); no longer renewed"
+                                );
+                            }
                         }
                         Err(err) => {
                             tracing::debug!(key = &*key, error = %err, "Redis: renewing a claim failed")
