@@ -60,6 +60,7 @@ where
     }
     let started = Instant::now();
     let read_by = started + limits.body_read_timeout;
+    let mut pace = Pace::new(started, limits.min_body_rate);
     let mut room = budget.room();
     let mut buffer = Buffer::default();
     // Made only once a piece is not there at once: the common body is, whole.
@@ -68,7 +69,7 @@ where
         let frame = match now_or_pending(body.frame()).await {
             Some(frame) => frame,
             None => {
-                let due = keep_up_by(started, buffer.received, limits.min_body_rate).min(read_by);
+                let due = pace.paid_until.min(read_by);
                 let timer = match &mut timer {
                     Some(timer) => {
                         timer.as_mut().reset(due);
@@ -91,6 +92,9 @@ where
             // The sender went away or broke the framing: the body never arrived whole.
             Some(Err(_)) => return Err(BodyError::Timeout),
             Some(Ok(frame)) => match frame.into_data() {
+                // An empty DATA frame (HTTP/2) is no progress: it pays nothing, and does
+                // not count as a byte that arrived.
+                Ok(data) if data.is_empty() => continue,
                 Ok(data) => data,
                 Err(_) => continue,
             },
@@ -98,6 +102,8 @@ where
         if buffer.received + data.len() as u64 > limits.max_body_bytes {
             return Err(BodyError::TooLarge);
         }
+        let data_len = data.len() as u64;
+        pace.paid(Instant::now(), data_len);
         buffer.push(data, &mut room)?;
         if !body.is_end_stream() {
             if !buffer.pays_for_reading {
@@ -105,8 +111,14 @@ where
                 charge(&mut room, limits.read_buffer_bytes())?;
                 buffer.pays_for_reading = true;
             }
-            room.arrived();
+            room.arrived(data_len, limits.min_body_rate);
         }
+    }
+    // Whole: from now on the room is held until the request ends (a verified body waiting
+    // for its upstream still counts), never given up to another body. If the budget took
+    // it back meanwhile, the body is not counted whole: refused as if it stalled.
+    if !room.settle() {
+        return Err(BodyError::GaveWay);
     }
     Ok((buffer.into_bytes(), room))
 }
@@ -122,12 +134,45 @@ async fn now_or_pending<F: Future>(future: F) -> Option<F::Output> {
     .await
 }
 
-/// When the body falls behind `rate` bytes a second after `GRACE`, having `received`.
-fn keep_up_by(started: Instant, received: u64, rate: u64) -> Instant {
-    if rate == 0 {
-        return started + Duration::from_secs(365 * 24 * 3600);
+/// `min_body_rate` over any one-second window, not on average: each byte pays `1/rate` of a
+/// second of the body's time, and a body may be paid up at most one second ahead of now
+/// (or of the end of `GRACE`). So a body that sent 900 KB at once and then trickles falls
+/// behind a second after it slowed down, not when its average does (which would be ~14 s).
+struct Pace {
+    rate: u64,
+    grace_ends: Instant,
+    /// The body falls behind at this instant unless more arrives.
+    paid_until: Instant,
+}
+
+/// How far ahead of now a body may pay: the window of `min_body_rate`.
+const WINDOW: Duration = Duration::from_secs(1);
+
+impl Pace {
+    fn new(started: Instant, rate: u64) -> Pace {
+        let grace_ends = started + GRACE;
+        let paid_until = if rate == 0 {
+            // No rate: `body_read_timeout` alone bounds the body.
+            started + Duration::from_secs(365 * 24 * 3600)
+        } else {
+            grace_ends
+        };
+        Pace {
+            rate,
+            grace_ends,
+            paid_until,
+        }
     }
-    started + GRACE + Duration::from_secs_f64(received as f64 / rate as f64)
+
+    /// `bytes` arrived at `now`.
+    fn paid(&mut self, now: Instant, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let bought = Duration::from_secs_f64(bytes as f64 / self.rate as f64);
+        let at_most = now.max(self.grace_ends) + WINDOW;
+        self.paid_until = (self.paid_until + bought).min(at_most);
+    }
 }
 
 /// The bytes received so far, as they came (not copied: each piece is a slice of the
@@ -307,6 +352,45 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(1_500) && took < Duration::from_millis(1_600));
         drop(sender);
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// On paused time: the rate is kept over any one-second window, not on average. A body
+    /// that sent five seconds' worth at once and then trickles a byte every 0.9 s is cut off
+    /// one window after the grace (at 2 s), not when its average falls behind (at ~6 s).
+    /// Empty DATA frames pay nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_start_buys_one_window_and_empty_frames_buy_nothing() {
+        let (budget, worker) = budget(100_000);
+        for empty_frames in [false, true] {
+            let started = Instant::now();
+            let (mut sender, task) = reading(9_000, limits(1_000), &worker);
+            sender.send_data(Bytes::from(vec![0; 5_000])).await.unwrap();
+            let trickle = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(if empty_frames { 100 } else { 900 }))
+                        .await;
+                    let piece = if empty_frames {
+                        Bytes::new()
+                    } else {
+                        Bytes::from_static(b"x")
+                    };
+                    if sender.send_data(piece).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let result = tokio::select! {
+                result = task => result.unwrap(),
+                () = trickle => unreachable!("the reader ended first"),
+            };
+            assert_eq!(result.unwrap_err(), BodyError::TooSlow);
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(2_000) && took < Duration::from_millis(2_100),
+                "{took:?}"
+            );
+        }
         assert_eq!(budget.held(), 0);
     }
 

@@ -2,8 +2,10 @@
 //! together, bounded exactly by `limits.max_buffered_bytes`. A body holds a `Room`, which
 //! gives itself back when dropped. Each worker takes room from the shared count in chunks
 //! and hands it out from its own credit, so a request touches no cache line another worker
-//! writes. When the budget is full, bodies that have stalled give their room up to one
-//! that is arriving (`Room::grow_or_make_room`).
+//! writes. When the budget is full, bodies that have stalled (fallen behind
+//! `min_body_rate` over the last second) give their room up to one that is arriving
+//! (`Room::grow_or_make_room`). A body that is whole is no longer watched: its room is held
+//! until its request ends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,8 +20,10 @@ use tokio::time::Instant;
 /// Most credit a worker takes at once, and keeps at most twice of.
 const CHUNK: u64 = 256 * 1024;
 
-/// A body that has received no byte for this long has stalled: when the budget is full,
-/// it gives its room up to a body that is arriving.
+/// The window a body's pace is judged over: one that has not received `min_body_rate`
+/// bytes over the last `STALLED` (with no rate: no byte for that long) has stalled, and
+/// when the budget is full it gives its room up to a body that is arriving. A body that
+/// sent much at once is paid up at most this far ahead, so it cannot buy a long stall.
 pub const STALLED: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
@@ -42,12 +46,14 @@ struct Watched {
 }
 
 /// What the budget knows of a body it watches: its room (moved here from the `Room`, so
-/// that another worker can take it back), when its last byte came, and whether it was
-/// told to give way.
+/// that another worker can take it back), until when what arrived pays for its pace, and
+/// whether it was told to give way.
 #[derive(Debug, Default)]
 struct Watcher {
     held: AtomicU64,
-    last_byte_ms: AtomicU64,
+    /// The body has stalled from this instant on (ms of `Budget::epoch`), unless more
+    /// arrives.
+    paid_until_ms: AtomicU64,
     gave_way: AtomicBool,
     wake: Notify,
 }
@@ -118,12 +124,14 @@ impl Budget {
         if from_credit.is_ok() {
             return true;
         }
-        // Else all of the credit, and the rest from the shared count: with a chunk of
-        // new credit if it fits, else just what the body needs.
+        // Else all of the credit, and the rest from the shared count: a small piece with a
+        // chunk of new credit if it fits, else (and always for a piece larger than a
+        // chunk, which would leave idle credit the other workers cannot take) just what
+        // the body needs.
         let credit = shard.credit.swap(0, Ordering::AcqRel);
         let need = bytes.saturating_sub(credit);
         let chunk = self.chunk();
-        if self.take_shared(need + chunk) {
+        if bytes <= chunk && self.take_shared(need + chunk) {
             shard.credit.fetch_add(chunk, Ordering::AcqRel);
             return true;
         }
@@ -143,18 +151,16 @@ impl Budget {
             .is_ok()
     }
 
-    /// Makes room for `need` bytes by taking it back from bodies that have stalled (no
-    /// byte for `STALLED`), which are told to give way: whether any was taken. What is
-    /// taken goes to the shared count, where any worker can take it.
+    /// Makes room for `need` bytes by taking it back from bodies that have stalled (behind
+    /// their pace: see `STALLED`), which are told to give way: whether any was taken. What
+    /// is taken goes to the shared count, where any worker can take it.
     fn make_room(&self, need: u64) -> bool {
         let now = self.now_ms();
-        let stalled_ms = STALLED.as_millis() as u64;
         let mut freed = 0;
         for watched in self.watched.iter() {
             let watched = lock(watched);
             for watcher in watched.by_id.values() {
-                let stalled =
-                    now.saturating_sub(watcher.last_byte_ms.load(Ordering::Acquire)) >= stalled_ms;
+                let stalled = now >= watcher.paid_until_ms.load(Ordering::Acquire);
                 if !stalled
                     || watcher.held.load(Ordering::Acquire) == 0
                     || watcher.gave_way.swap(true, Ordering::AcqRel)
@@ -263,18 +269,28 @@ impl Room {
         }
     }
 
-    /// A byte of the body arrived, and more are to come: from now on the budget watches
-    /// the body, and may tell it to give way once it stalls (`gave_way`).
-    pub fn arrived(&mut self) {
+    /// `bytes` of the body arrived, and more are to come: from now on the budget watches
+    /// the body, and may tell it to give way once it falls behind `rate` bytes a second
+    /// over the last `STALLED` (`gave_way`); with a `rate` of 0, once no byte came for that
+    /// long.
+    pub fn arrived(&mut self, bytes: u64, rate: u64) {
         let budget = &self.owner.budget;
         let now = budget.now_ms();
+        let window = STALLED.as_millis() as u64;
+        let bought = match rate {
+            0 => window,
+            rate => bytes.saturating_mul(1000) / rate,
+        };
+        let pay = |paid_until: u64| paid_until.max(now).saturating_add(bought).min(now + window);
         if let Some((_, watcher)) = &self.watched {
-            watcher.last_byte_ms.store(now, Ordering::Release);
+            let paid_until = pay(watcher.paid_until_ms.load(Ordering::Acquire));
+            watcher.paid_until_ms.store(paid_until, Ordering::Release);
             return;
         }
         let watcher = Arc::new(Watcher {
             held: AtomicU64::new(std::mem::take(&mut self.bytes)),
-            last_byte_ms: AtomicU64::new(now),
+            // A body's first second is its grace, as for `min_body_rate`.
+            paid_until_ms: AtomicU64::new(now + window),
             ..Watcher::default()
         });
         let mut watched = lock(&budget.watched[self.owner.worker % budget.watched.len()]);
@@ -282,6 +298,23 @@ impl Room {
         watched.next += 1;
         watched.by_id.insert(key, watcher.clone());
         self.watched = Some((key, watcher));
+    }
+
+    /// The body is whole: the budget stops watching it, so its room stays held until the
+    /// request ends (a body waiting for its upstream has not stalled). False if the budget
+    /// took the room back before that (`gave_way`): the body is then not counted whole, and
+    /// must be refused; what the room still holds is given back when it is dropped.
+    pub fn settle(&mut self) -> bool {
+        let Some((key, watcher)) = self.watched.take() else {
+            return true;
+        };
+        let budget = &self.owner.budget;
+        // Under the lock `make_room` takes: once removed, no body can take this room.
+        lock(&budget.watched[self.owner.worker % budget.watched.len()])
+            .by_id
+            .remove(&key);
+        self.bytes = watcher.held.swap(0, Ordering::AcqRel);
+        !watcher.gave_way.load(Ordering::Acquire)
     }
 
     /// Completes once the budget took this room back for a body that was arriving (never,
@@ -377,6 +410,43 @@ pub(crate) mod tests {
         assert_eq!(b.held(), 0);
         // Each worker keeps at most two chunks of idle credit.
         assert!(b.taken.load(Ordering::Relaxed) <= 2 * 2 * CHUNK);
+    }
+
+    /// A body read in pieces is watched while it arrives; once whole (`settle`) its room
+    /// is held however long it then waits, and no arriving body can take it.
+    #[tokio::test(start_paused = true)]
+    async fn a_settled_room_is_never_given_up() {
+        let (b, w) = budget(1_000, 1);
+        let mut whole = w[0].room();
+        assert!(whole.grow(600));
+        whole.arrived(600, 0);
+        assert!(whole.settle());
+        tokio::time::sleep(STALLED * 2).await;
+        let mut arriving = w[0].room();
+        assert!(
+            !arriving.grow_or_make_room(600),
+            "the settled room is not taken"
+        );
+        assert_eq!((whole.bytes(), b.held()), (600, 600));
+        // One that stalled before it settled gave its room up: it cannot settle.
+        drop(whole);
+        let mut stalled = w[0].room();
+        assert!(stalled.grow(600));
+        stalled.arrived(600, 0);
+        tokio::time::sleep(STALLED).await;
+        assert!(arriving.grow_or_make_room(600));
+        assert!(!stalled.settle());
+        drop(stalled);
+        assert_eq!(b.held(), 600);
+    }
+
+    /// A piece larger than a chunk takes what it needs and no idle credit beside it.
+    #[test]
+    fn a_large_piece_takes_no_idle_credit() {
+        let (b, w) = budget(64 * 1024 * 1024, 2);
+        let big = room(&w[0], 3 * CHUNK).unwrap();
+        assert_eq!(b.taken.load(Ordering::Relaxed), 3 * CHUNK);
+        drop(big);
     }
 
     #[test]
