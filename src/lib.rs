@@ -16,6 +16,7 @@ pub mod config;
 pub mod dedup;
 pub mod forward;
 pub mod fuzz;
+pub mod labels;
 pub mod logging;
 pub mod metrics;
 pub mod outcome;
@@ -29,6 +30,7 @@ pub mod sign;
 pub mod state;
 pub mod store;
 pub mod stream;
+pub mod tasks;
 pub mod tls;
 pub mod verify;
 

@@ -10,11 +10,8 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::outcome::Outcome;
+use crate::labels::{Outcome, RedisOp};
 use crate::route::EventType;
-
-/// The route label for requests refused before a route is known.
-pub const UNMATCHED: &str = "_unmatched";
 
 /// Most distinct event types counted per route; the rest count as `_other`.
 pub const MAX_EVENT_TYPES_PER_ROUTE: usize = 256;
@@ -39,39 +36,6 @@ impl UpstreamClass {
             UpstreamClass::Status(_) => 3,
             UpstreamClass::Error => 4,
             UpstreamClass::Timeout => 5,
-        }
-    }
-}
-
-/// What a Redis command was for: the `op` label of `hookwall_redis_*`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedisOp {
-    Claim,
-    Renew,
-    Deliver,
-    Release,
-    Lookup,
-    Append,
-}
-
-impl RedisOp {
-    const ALL: [RedisOp; 6] = [
-        RedisOp::Claim,
-        RedisOp::Renew,
-        RedisOp::Deliver,
-        RedisOp::Release,
-        RedisOp::Lookup,
-        RedisOp::Append,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            RedisOp::Claim => "claim",
-            RedisOp::Renew => "renew",
-            RedisOp::Deliver => "deliver",
-            RedisOp::Release => "release",
-            RedisOp::Lookup => "lookup",
-            RedisOp::Append => "append",
         }
     }
 }
@@ -248,15 +212,9 @@ fn config_reloads(registry: &Registry) -> IntCounterVec {
     reloads
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
     /// Every metric of the contract, registered (those of `[redis]` by `redis`).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let r = Registry::new();
         let evictions = counters(
             &r,

@@ -1,5 +1,6 @@
-//! How a request ends: `Done` or `Reject`, the outcome labels of the contract (§3), and
-//! `rescue`, the one mapping from a result to outcome, status and body.
+//! How a request ends: `Done` or `Reject`, and `rescue`, the one mapping from a result to
+//! outcome, status and body. The outcomes and their labels (contract §3) are declared in
+//! `labels`, which `metrics` counts by without importing this file's errors.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -8,63 +9,9 @@ use http_body_util::Full;
 
 use crate::body::BodyError;
 use crate::forward::{ForwardError, UpstreamReply};
+pub use crate::labels::Outcome;
 use crate::store::StoreError;
 use crate::verify::VerifyError;
-
-/// Declares `Outcome` from one table of variant and label: the enum, `ALL` (every
-/// variant, in declaration order, so `outcome as usize` indexes it) and `label`. A new
-/// outcome cannot be added without its label, and the counters' array has exactly
-/// `Outcome::COUNT` entries, so indexing it cannot fail.
-macro_rules! outcomes {
-    ($($variant:ident => $label:literal,)+) => {
-        /// Every outcome of a request: the `outcome` label of `hookwall_requests_total`.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Outcome {
-            $($variant,)+
-        }
-
-        impl Outcome {
-            pub const ALL: &'static [Outcome] = &[$(Outcome::$variant,)+];
-            pub const COUNT: usize = Outcome::ALL.len();
-
-            pub fn label(self) -> &'static str {
-                match self {
-                    $(Outcome::$variant => $label,)+
-                }
-            }
-
-            /// What hookwall answers when it refuses with this outcome.
-            fn refusal_body(self) -> &'static str {
-                match self {
-                    $(Outcome::$variant => concat!(r#"{"error":""#, $label, r#""}"#),)+
-                }
-            }
-        }
-    };
-}
-
-outcomes! {
-    Overloaded => "overloaded",
-    HeadersTooLarge => "headers_too_large",
-    NotFound => "not_found",
-    MethodNotAllowed => "method_not_allowed",
-    BodyTooLarge => "body_too_large",
-    BodyTimeout => "body_timeout",
-    MissingHeader => "missing_header",
-    MalformedHeader => "malformed_header",
-    TimestampTooOld => "timestamp_too_old",
-    TimestampTooNew => "timestamp_too_new",
-    InvalidSignature => "invalid_signature",
-    Duplicate => "duplicate",
-    InFlight => "in_flight",
-    Filtered => "filtered",
-    Forwarded => "forwarded",
-    Queued => "queued",
-    UpstreamRejected => "upstream_rejected",
-    UpstreamUnavailable => "upstream_unavailable",
-    UpstreamTimeout => "upstream_timeout",
-    StoreUnavailable => "store_unavailable",
-}
 
 /// A request answered without a refusal.
 #[derive(Debug)]

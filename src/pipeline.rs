@@ -101,7 +101,7 @@ pub async fn handle(
         }
         // Logging warnings only: the request's span is off, so the line names its route.
         Some(error) => {
-            let route = route.map_or(crate::metrics::UNMATCHED, |r| &*r.route.name);
+            let route = route.map_or(crate::labels::UNMATCHED, |r| &*r.route.name);
             tracing::warn!(route, outcome, status, latency_ms, error, "request")
         }
     }

@@ -4,23 +4,24 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crossbeam_utils::CachePadded;
 use http::HeaderValue;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::task::TaskTracker;
 
 use crate::budget::{Budget, WorkerBudget};
 use crate::config::{Config, Limits, Route};
 use crate::forward::client::Client;
 use crate::forward::{Forward, Holds};
-use crate::metrics::{Metrics, RouteMetrics, UNMATCHED};
+use crate::labels::UNMATCHED;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::redis::Redis;
 use crate::route::Upstream;
 use crate::store::Id;
 use crate::store::Store;
+use crate::tasks::Tasks;
 use crate::tls::TlsError;
 use bytes::Bytes;
 use http::Request;
@@ -168,23 +169,6 @@ pub struct Shared {
     pub default_clients: Vec<Arc<Client>>,
     /// Forwards and Redis writes of a claim's end, which may outlive their request.
     pub tasks: Arc<Tasks>,
-}
-
-/// Work that may outlive its request (forwards, Redis writes of a claim's end): a tracker
-/// per worker, made on the worker's own thread so that its counters, written by every
-/// forward, share no cache line with another worker's; each worker waits for its own
-/// within `shutdown_grace`.
-pub struct Tasks(Box<[OnceLock<TaskTracker>]>);
-
-impl Tasks {
-    pub fn new(workers: usize) -> Tasks {
-        Tasks((0..workers.max(1)).map(|_| OnceLock::new()).collect())
-    }
-
-    /// Worker `worker`'s tracker, made by the first call (the worker's, as it starts).
-    pub fn of(&self, worker: usize) -> &TaskTracker {
-        self.0[worker % self.0.len()].get_or_init(TaskTracker::new)
-    }
 }
 
 /// Why the proxy cannot start.

@@ -14,39 +14,9 @@ use crate::config::{DedupConfig, OnStoreError, StoreKind};
 use crate::dedup::{Dedup, Seen, Taken};
 use crate::metrics::Metrics;
 use crate::redis::Redis;
-use crate::state::Tasks;
+pub use crate::redis::StoreError;
 use crate::stream::Entry;
-
-/// Why the store gave no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("Redis is unreachable (reconnecting in the background)")]
-    Down,
-    #[error("Redis did not answer within redis.timeout ({0:?})")]
-    Timeout(Duration),
-    #[error("Redis refused the command")]
-    Command(#[source] redis::RedisError),
-    #[error("Redis answered {0:?}, which is no dedup value")]
-    Unexpected(String),
-}
-
-impl StoreError {
-    /// Whether the same command may succeed once the connection is back: Redis was
-    /// unreachable, slow, or the connection broke (READONLY included). A command Redis
-    /// refused for what it is would be refused again.
-    pub fn may_pass_later(&self) -> bool {
-        match self {
-            StoreError::Down | StoreError::Timeout(_) => true,
-            StoreError::Command(err) => crate::redis::connection_lost(err),
-            StoreError::Unexpected(_) => false,
-        }
-    }
-
-    /// Whether the command certainly never reached Redis (so nothing of it needs undoing).
-    pub fn never_sent(&self) -> bool {
-        matches!(self, StoreError::Down)
-    }
-}
+use crate::tasks::Tasks;
 
 pub struct Store {
     /// Locked by every forward on every worker: on cache lines of its own.

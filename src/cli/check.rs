@@ -152,7 +152,7 @@ fn warn_if_redis_unreachable(config: &crate::config::RedisConfig) {
     let probe = async {
         let metrics = crate::metrics::Metrics::new();
         let redis = crate::redis::Redis::new(config, 1, metrics.redis())
-            .map_err(crate::store::StoreError::Command)?;
+            .map_err(crate::store::StoreError::Connect)?;
         redis.probe().await
     };
     let result = tokio::runtime::Builder::new_current_thread()

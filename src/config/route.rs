@@ -133,7 +133,7 @@ pub(super) fn routes(
             .as_ref()
             .or(raw_route.path.as_ref().filter(|_| !path_clash));
         if let Some(name) = name {
-            if name == crate::metrics::UNMATCHED {
+            if name == crate::labels::UNMATCHED {
                 problems.add(format!("routes[{i}].name"), format!("{name:?} is reserved"));
             } else if !names.insert(name.clone()) {
                 problems.add(

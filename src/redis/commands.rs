@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use redis::Script;
 
+use super::error::StoreError;
 use super::Redis;
 use crate::dedup::{Seen, Taken};
-use crate::metrics::RedisOp;
-use crate::store::StoreError;
+use crate::labels::RedisOp;
 use crate::stream::Entry;
 
 /// Deletes KEYS[1] only if it still holds ARGV[1].
@@ -216,7 +216,7 @@ fn taken(value: String) -> Result<Taken, StoreError> {
     } else if value.starts_with("i:") {
         Ok(Taken::Delivering)
     } else {
-        Err(StoreError::Unexpected(value))
+        Err(StoreError::ForeignValue)
     }
 }
 

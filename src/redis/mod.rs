@@ -4,6 +4,7 @@
 //! replica stays down).
 
 mod commands;
+mod error;
 mod renewals;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +15,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue};
 
 use crate::config::RedisConfig;
-use crate::metrics::{RedisMetrics, RedisOp};
-use crate::store::StoreError;
+use crate::labels::RedisOp;
+use crate::metrics::RedisMetrics;
+use error::connection_lost;
+pub use error::StoreError;
 
 /// The shortest lease: a claim is renewed every third of it while its forward runs.
 const MIN_LEASE: Duration = Duration::from_secs(1);
@@ -213,7 +216,7 @@ impl Redis {
                 .client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
-                .map_err(StoreError::Command)?;
+                .map_err(StoreError::Connect)?;
             redis::cmd("SET")
                 .arg(format!("{}:probe", self.prefix))
                 .arg(1)
@@ -268,15 +271,6 @@ impl Link {
         self.up.store(false, Ordering::Release);
         conn.take()
     }
-}
-
-/// Errors after which the connection cannot be trusted: gone, or the server turned into
-/// a read-only replica.
-pub fn connection_lost(err: &redis::RedisError) -> bool {
-    err.is_io_error()
-        || err.is_connection_dropped()
-        || err.is_unrecoverable_error()
-        || err.code() == Some("READONLY")
 }
 
 /// A token unique to one claim attempt: 128 bits, the first 64 drawn from the system's
