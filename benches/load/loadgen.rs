@@ -78,6 +78,8 @@ struct Args {
     /// Sign as Stripe does (valid events only): the same Clerk body with the id as its
     /// top-level `id`, `Stripe-Signature`, the secret's bytes.
     stripe: bool,
+    /// Sign as GitHub does (valid events only): the same body, `X-Hub-Signature-256`.
+    github: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -92,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
         threads: 1,
         retry: false,
         stripe: false,
+        github: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -115,7 +118,11 @@ fn parse_args() -> Result<Args, String> {
                 args.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?
             }
             "--retry" => args.retry = true,
-            "--provider" => args.stripe = value()? == "stripe",
+            "--provider" => {
+                let provider = value()?;
+                args.stripe = provider == "stripe";
+                args.github = provider == "github";
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -178,7 +185,7 @@ fn pace(rate: f64, start: Instant, end: Instant) -> Arc<tokio::sync::Semaphore> 
 }
 
 async fn run(args: Args) -> bool {
-    let key = match args.stripe {
+    let key = match args.stripe || args.github {
         // Any key: Stripe requests are signed with the secret's bytes (`stripe_request`).
         true => Key::decode("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
         false => Key::decode(&args.secret).expect("--secret decodes"),
@@ -281,6 +288,8 @@ async fn run(args: Args) -> bool {
                             };
                             let request = if args.stripe {
                                 stripe_request(&args, &authority, &id, timestamp)
+                            } else if args.github {
+                                github_request(&args, &authority, &id)
                             } else {
                                 let signature = who.sign(&id, timestamp, body);
                                 Request::post(args.url.clone())
@@ -371,6 +380,22 @@ async fn run(args: Args) -> bool {
         serde_json::to_string(&statuses).unwrap(),
     );
     n > 0 && tally.errors == 0 && tally.lost == 0 && tally.unexpected.is_empty()
+}
+
+/// A valid event signed as GitHub does: the Clerk body with the id in it (GitHub's dedup
+/// key is the body's digest), `X-GitHub-Delivery`, `X-GitHub-Event`, `X-Hub-Signature-256`.
+fn github_request(args: &Args, authority: &str, id: &str) -> Request<Full<Bytes>> {
+    let mut body = format!("{{\"id\": \"{id}\", ").into_bytes();
+    body.extend_from_slice(&CLERK_EVENT[1..]);
+    let signature = hookwall::sign::github(args.secret.as_bytes(), &body);
+    Request::post(args.url.clone())
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .header("x-github-delivery", id)
+        .header("x-github-event", "user")
+        .header("x-hub-signature-256", signature)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
 }
 
 /// A valid event signed as Stripe does: the Clerk body with `id` first, `Stripe-Signature`.

@@ -9,8 +9,10 @@
 #   BASELINE=self benches/load/pair.sh --quick                 # CI smoke: debug, this build twice
 #   STRIPE=1 BASELINE=... benches/load/pair.sh                 # also this build's Stripe route,
 #                                                              # the same event signed as Stripe does
+#   GITHUB=1 BASELINE=... benches/load/pair.sh                 # also this build's GitHub route
+#                                                              # (dedup on the body's digest)
 #
-# Env: ROUNDS (10), DURATION (8s), CONNECTIONS (64), STRIPE (0).
+# Env: ROUNDS (10), DURATION (8s), CONNECTIONS (64), STRIPE (0), GITHUB (0).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/benches/load"
@@ -40,7 +42,18 @@ path = \"/stripe\"
 provider = \"stripe\"
 secrets = [\"$secret\"]
 upstream = \"http://127.0.0.1:$backend_port/\""
-if ((stripe)); then start_hookwall "$a_port" "$a_admin" "$route$stripe_route"; else start_hookwall "$a_port" "$a_admin" "$route"; fi
+github=${GITHUB:-0}
+github_route="
+[[routes]]
+name = \"github\"
+path = \"/github\"
+provider = \"github\"
+secrets = [\"$secret\"]
+upstream = \"http://127.0.0.1:$backend_port/\""
+routes=$route
+((stripe)) && routes+=$stripe_route
+((github)) && routes+=$github_route
+start_hookwall "$a_port" "$a_admin" "$routes"
 a_pid=$hw_pid
 start_hookwall "$b_port" "$b_admin" "$route" baseline "$baseline"
 b_pid=$hw_pid
@@ -61,15 +74,17 @@ for i in $(seq "$rounds"); do
   else b=$(one "$b_port" "$b_pid"); a=$(one "$a_port" "$a_pid"); fi
   echo "round $i: this $a | baseline $b" | tee -a "$results"
   if ((stripe)); then echo "round $i: stripe $(one "$a_port" "$a_pid" /stripe stripe)" | tee -a "$work/stripe"; fi
+  if ((github)); then echo "round $i: github $(one "$a_port" "$a_pid" /github github)" | tee -a "$work/github"; fi
 done
-if ((stripe)); then
-  python3 - "$work/stripe" <<'PY'
+for provider in stripe github; do
+  [[ -f $work/$provider ]] || continue
+  python3 - "$work/$provider" "$provider" <<'PY'
 import re, statistics, sys
 rows = [list(map(float, re.findall(r"[\d.]+", l)[1:])) for l in open(sys.argv[1])]
-print(f"this build's Stripe route: median req/s {statistics.median(r[0] for r in rows):,.0f}, "
+print(f"this build's {sys.argv[2]} route: median req/s {statistics.median(r[0] for r in rows):,.0f}, "
       f"CPU per request {statistics.median(r[1] for r in rows):.1f} µs")
 PY
-fi
+done
 python3 - "$results" <<'PY'
 import re, statistics, sys
 rows = [list(map(float, re.findall(r"[\d.]+", l)[1:])) for l in open(sys.argv[1])]
