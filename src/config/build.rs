@@ -1,41 +1,15 @@
 //! Checking what the file says and building the typed config from it, collecting every
 //! problem with its key.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use super::raw::{RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis};
 use super::route::{routes, RouteDefaults, UpstreamTiming};
+use super::value::{at_least_one, duration, duration_or_zero, socket_addr};
 use super::*;
-use crate::route::Upstream;
 use crate::secret::SecretSource;
-
-pub(super) fn duration(problems: &mut Problems, key: &str, text: &str) -> Option<Duration> {
-    match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => {
-            problems.add(key, format!("{text:?} must be longer than zero"));
-            None
-        }
-        Ok(d) => Some(d),
-        Err(err) => {
-            problems.add(
-                key,
-                format!("{text:?} is not a duration like \"250ms\", \"10s\", \"1m30s\": {err}"),
-            );
-            None
-        }
-    }
-}
-
-/// A duration where zero means "none" (`shutdown_delay`).
-fn duration_or_zero(problems: &mut Problems, key: &str, text: &str) -> Option<Duration> {
-    if humantime::parse_duration(text).is_ok_and(|d| d.is_zero()) {
-        return Some(Duration::ZERO);
-    }
-    duration(problems, key, text)
-}
 
 /// The container's CPU quota rounded up (cgroup v2 `cpu.max`, else v1's
 /// `cpu.cfs_quota_us` / `cpu.cfs_period_us`), else `WORKERS_WITHOUT_QUOTA`. Not the
@@ -70,36 +44,6 @@ fn cpus(quota: u64, period: u64) -> Option<usize> {
         return None;
     }
     usize::try_from(quota.div_ceil(period)).ok()
-}
-
-fn socket_addr(problems: &mut Problems, key: &str, text: &str) -> Option<SocketAddr> {
-    match text.parse() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            problems.add(
-                key,
-                format!("{text:?} is not an address like \"0.0.0.0:8080\""),
-            );
-            None
-        }
-    }
-}
-
-pub(super) fn at_least_one<T: PartialOrd + From<u8> + fmt::Display>(
-    problems: &mut Problems,
-    key: &str,
-    value: T,
-) -> T {
-    if value < T::from(1) {
-        problems.add(key, format!("{value} must be at least 1"));
-    }
-    value
-}
-
-pub(super) fn upstream(problems: &mut Problems, key: &str, text: &str) -> Option<Upstream> {
-    Upstream::parse(text)
-        .map_err(|message| problems.add(key, message))
-        .ok()
 }
 
 /// The typed config from what the file says, every problem collected in `problems`.

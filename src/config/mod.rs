@@ -104,6 +104,7 @@ mod route;
 mod scheme;
 #[cfg(test)]
 mod tests;
+mod value;
 
 // ---------------------------------------------------------------------------------------
 // What the proxy runs with.

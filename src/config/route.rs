@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::build::{at_least_one, duration, upstream};
 use super::raw::{RawRoute, RawRule};
 use super::scheme::{scheme, Signing};
+use super::value::{at_least_one, duration, upstream};
 use super::{defaults, Problems, Route};
 use crate::route::{Action, Glob, Rule, Rules};
 
