@@ -117,20 +117,38 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
                 claim.delivered();
             }
         });
-        match waited(std::pin::pin!(exchange), &mut answer, &mut detached, waits).await {
+        // The exchange (and its hold on the claim) ends with this statement.
+        let ended = waited(std::pin::pin!(exchange), &mut answer, &mut detached, waits).await;
+        match ended {
             Some(Ok(reply)) => break Ok(reply),
             Some(Err(Unanswered::Failed(err))) => break Err(err),
             Some(Err(Unanswered::Unsent(unsent))) => request = *unsent,
             None => {
-                // Dropping the exchange closed the upstream connection; dropping the
-                // claim (now) releases the id.
+                // Dropping the exchange closed the upstream connection. What that does to
+                // the id: a 2xx status line already delivered it (its body is what
+                // stalled), and it stays delivered; otherwise dropping the claim (now)
+                // releases it.
                 metrics.upstream_duration.observe(deadline.as_secs_f64());
                 metrics.upstream_response(UpstreamClass::Timeout);
                 let _span = outlived(&id).entered();
-                tracing::warn!(
-                    detached,
-                    "forward abandoned at upstream_deadline; its id is released"
-                );
+                match &claim {
+                    Some(claim) if claim.is_delivered() => tracing::warn!(
+                        detached,
+                        delivered = true,
+                        "forward abandoned at upstream_deadline while reading the body after \
+                         a 2xx status line; its id stays delivered"
+                    ),
+                    Some(_) => tracing::warn!(
+                        detached,
+                        delivered = false,
+                        "forward abandoned at upstream_deadline; its id is released"
+                    ),
+                    // A shadow route's request that enforcing would not forward.
+                    None => tracing::warn!(
+                        detached,
+                        "forward abandoned at upstream_deadline; it held no claim on its id"
+                    ),
+                }
                 return;
             }
         }

@@ -2,13 +2,15 @@
 //! answering slowly, answering with a huge body, closing keep-alive connections behind the
 //! pool's back, going away and coming back. hookwall never answers 2xx unless the upstream
 //! did; only the upstream's answer decides the id (a 2xx status line delivers it, anything
-//! else releases it, and so does `upstream_deadline`); its pool recovers.
+//! else releases it, and so does `upstream_deadline` before a 2xx status line); its pool
+//! recovers.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::helpers::running::Running;
 use crate::helpers::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -74,6 +76,31 @@ fn route_to(upstream: &str, timeout: &str) -> String {
     format!(
         "[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [\"{SECRET}\"]\nupstream = \"{upstream}\"\nupstream_timeout = \"{timeout}\"\n"
     )
+}
+
+/// `hookwall run` (JSON log lines, read back with `log`) with `route(addr, timeout)` and
+/// `route_extra` in it; the folder holding its config, kept until the test ends.
+async fn running(
+    addr: SocketAddr,
+    timeout: &str,
+    route_extra: &str,
+) -> (tempfile::TempDir, Running) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookwall.toml");
+    let config = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n{}{route_extra}",
+        route(addr, timeout)
+    );
+    std::fs::write(&file, config).unwrap();
+    let hookwall = Running::start(&file).await;
+    (dir, hookwall)
+}
+
+/// The first of `hookwall`'s log lines that contains `text`, once there is one.
+async fn logged(hookwall: &Running, text: &str) -> String {
+    let find = || hookwall.log().into_iter().find(|l| l.contains(text));
+    until(text, async || find().is_some()).await;
+    find().unwrap()
 }
 
 #[tokio::test]
@@ -191,6 +218,39 @@ async fn a_hanging_upstream_is_abandoned_at_the_deadline_and_the_id_released() {
     assert_eq!(status, 504, "the retry is forwarded again");
     assert_eq!(*attempts.lock().unwrap(), 2);
     proxy.shutdown().await;
+}
+
+/// A 2xx status line, then a body that stalls past `upstream_deadline`: the forward is
+/// abandoned, but the upstream took the event, so its id stays delivered (the retry is a
+/// duplicate), and the deadline's log line says so rather than that it was released.
+#[tokio::test]
+async fn a_body_stalled_past_the_deadline_after_a_2xx_leaves_the_id_delivered_and_says_so() {
+    let attempts = Arc::new(Mutex::new(0usize));
+    let seen = attempts.clone();
+    let addr = raw_upstream(move |mut stream, _| {
+        *seen.lock().unwrap() += 1;
+        async move {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
+                .await;
+            // The rest never comes; waits until hookwall closes the connection.
+            let mut byte = [0u8; 1];
+            let _ = stream.read(&mut byte).await;
+        }
+    })
+    .await;
+    let (_dir, hookwall) = running(addr, "100ms", "upstream_deadline = \"600ms\"\n").await;
+    assert_eq!(hookwall.post_event(SECRET, "msg_stalled").await, 504);
+    let line = logged(&hookwall, "abandoned at upstream_deadline").await;
+    assert!(
+        line.contains("delivered") && !line.contains("released"),
+        "{line}"
+    );
+    assert_eq!(
+        send_event(&hookwall.url("/hook"), "msg_stalled").await,
+        (200, r#"{"outcome":"duplicate"}"#.to_owned())
+    );
+    assert_eq!(*attempts.lock().unwrap(), 1);
 }
 
 #[tokio::test]
