@@ -18,8 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::send::{new_id, unix_now, HeaderFamily};
-use super::signed::{svix_headers, Provider};
+use super::signed::{new_id, svix_headers, unix_now, HeaderFamily, Provider};
 use super::{code, exit};
 use crate::config::Config;
 use crate::forward::client::{request_to, Client};

@@ -4,40 +4,19 @@
 
 use std::io::Read as _;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::BodyExt as _;
 
-use super::signed::Provider;
+use super::signed::{unix_now, HeaderFamily, Provider};
 use super::{code, exit};
 use crate::route::Upstream;
 use crate::secret::SecretSource;
 
-/// A realistic Clerk `user.created` event (2.9 KB); `--event` changes its `type`.
-pub const CLERK_EVENT: &str = include_str!("clerk_user_created.json");
-
 /// How long `send` waits for the whole exchange.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Which header names to sign with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum HeaderFamily {
-    /// `svix-id`, `svix-timestamp`, `svix-signature` (Svix, Clerk).
-    Svix,
-    /// `webhook-id`, `webhook-timestamp`, `webhook-signature` (Standard Webhooks).
-    Webhook,
-}
-
-impl HeaderFamily {
-    pub fn names(self) -> [&'static str; 3] {
-        match self {
-            HeaderFamily::Svix => ["svix-id", "svix-timestamp", "svix-signature"],
-            HeaderFamily::Webhook => ["webhook-id", "webhook-timestamp", "webhook-signature"],
-        }
-    }
-}
 
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
@@ -66,30 +45,6 @@ pub struct SendArgs {
     /// Header names to use (svix only)
     #[arg(long, value_enum, default_value = "svix")]
     pub headers: HeaderFamily,
-}
-
-/// Builds the Clerk-shaped body with the given event type.
-pub fn clerk_event(event_type: &str) -> Vec<u8> {
-    let mut event: serde_json::Value =
-        serde_json::from_str(CLERK_EVENT).expect("the built-in event is JSON");
-    event["type"] = serde_json::Value::String(event_type.to_owned());
-    serde_json::to_vec(&event).expect("a JSON value serializes")
-}
-
-/// A fresh message id: time and process make it unique enough for local testing.
-pub fn new_id() -> String {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("msg_{nanos:x}{:x}{n:x}", std::process::id())
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Resolves a `--secret` (`env:`, `file:` or the value).

@@ -1,11 +1,34 @@
 //! What `send` (and the demo) sends for each provider: a body of the provider's shape for
-//! an event type, and the headers that sign it as the provider does.
+//! an event type, a fresh id and the time, and the headers that sign it as the provider
+//! does.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::send::{clerk_event, new_id, HeaderFamily};
 use crate::secret::Key;
 use crate::sign::Signer;
+
+/// A realistic Clerk `user.created` event (2.9 KB); `--event` changes its `type`.
+pub const CLERK_EVENT: &str = include_str!("clerk_user_created.json");
+
+/// Which header names to sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeaderFamily {
+    /// `svix-id`, `svix-timestamp`, `svix-signature` (Svix, Clerk).
+    Svix,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature` (Standard Webhooks).
+    Webhook,
+}
+
+impl HeaderFamily {
+    pub fn names(self) -> [&'static str; 3] {
+        match self {
+            HeaderFamily::Svix => ["svix-id", "svix-timestamp", "svix-signature"],
+            HeaderFamily::Webhook => ["webhook-id", "webhook-timestamp", "webhook-signature"],
+        }
+    }
+}
 
 /// Who `send` signs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -149,4 +172,29 @@ pub fn svix_headers(
     put(ts_name, timestamp.to_string());
     put(sig_name, signer.sign(id, timestamp, body));
     headers
+}
+
+/// Builds the Clerk-shaped body with the given event type.
+pub fn clerk_event(event_type: &str) -> Vec<u8> {
+    let mut event: serde_json::Value =
+        serde_json::from_str(CLERK_EVENT).expect("the built-in event is JSON");
+    event["type"] = serde_json::Value::String(event_type.to_owned());
+    serde_json::to_vec(&event).expect("a JSON value serializes")
+}
+
+/// A fresh message id: time and process make it unique enough for local testing.
+pub fn new_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("msg_{nanos:x}{:x}{n:x}", std::process::id())
+}
+
+/// Now, in Unix seconds: the timestamp a sender signs.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
