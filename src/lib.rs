@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod pipeline;
 pub mod redis;
+mod request;
 pub mod route;
 pub mod secret;
 pub mod server;

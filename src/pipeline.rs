@@ -7,11 +7,10 @@
 
 use std::error::Error as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::request::Parts;
 use http::{Method, Request, Response, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -23,20 +22,11 @@ use crate::dedup::{Seen, Taken};
 use crate::forward::{self, Holds, Peer};
 use crate::logging;
 use crate::outcome::{rescue, Done, Reject};
-use crate::route::{Decision, EventType, Upstream};
+use crate::request::{unix_now, Arrived, Context};
+use crate::route::{Decision, Upstream};
 use crate::state::{Live, RouteState, Shared};
 use crate::store::Id;
 use crate::stream::Entry;
-use crate::verify::{Verified, VerifiedId};
-
-/// What every stage of one request reads.
-pub(crate) struct Context<'a> {
-    pub(crate) shared: &'a Arc<Shared>,
-    pub(crate) worker: usize,
-    pub(crate) live: &'a Arc<Live>,
-    pub(crate) peer: &'a Peer,
-    pub(crate) span: &'a tracing::Span,
-}
 
 /// Answers one request on worker `worker` (whose upstream pool forwards it). Never
 /// fails: every path ends in a response. Its span (`request`) carries the route, id and
@@ -177,90 +167,6 @@ async fn handle_inner<'a>(
     }
 }
 
-impl<'a> Context<'a> {
-    /// Reads a request's body against its limits and this worker's body budget.
-    pub(crate) async fn read_body(
-        &self,
-        body: Incoming,
-        headers: &HeaderMap,
-    ) -> Result<(Bytes, Room), crate::body::BodyError> {
-        let budget = self.shared.budget(self.worker);
-        crate::body::read(body, headers, self.live.limits(), budget).await
-    }
-
-    /// Counts a verified request (the secrets that signed it, its clock skew, its event
-    /// type) and names it in the span: its event type, for the rules.
-    pub(crate) fn verified<'b>(
-        &self,
-        route: &RouteState,
-        verified: &Verified<'_, 'b>,
-        now: u64,
-    ) -> EventType<'b> {
-        let metrics = &route.metrics;
-        metrics.secrets_matched(verified.matched);
-        if let Some(timestamp) = verified.timestamp {
-            metrics.clock_skew.observe(timestamp as f64 - now as f64);
-        }
-        metrics.last_verified.set(now as f64);
-        if let VerifiedId::Body(id) = &verified.id {
-            self.span.record("id", &**id);
-        }
-        if let Some(digest) = &verified.digest {
-            self.span.record("key", digest.as_str());
-        }
-        let event = verified.event_type.clone();
-        self.shared.metrics.event(metrics, &event);
-        if let EventType::Valid(name) = &event {
-            self.span.record("event_type", &**name);
-        }
-        event
-    }
-}
-
-/// A verified event on its way to the stage its rule chose.
-pub(crate) struct Arrived<'a> {
-    pub(crate) route: &'a RouteState,
-    /// What dedup keys it by: the signed id, or a digest of what was signed.
-    pub(crate) id: Id,
-    /// The id the sender gave, when it is not the key's (`sender_id()`).
-    pub(crate) sender_id: Option<String>,
-    pub(crate) event_type: &'a str,
-    /// The signed timestamp, Unix seconds (`None`: the provider signs none).
-    pub(crate) timestamp: Option<u64>,
-    pub(crate) parts: Parts,
-}
-
-impl Arrived<'_> {
-    /// The id the sender gave: the key's, unless dedup keys a digest.
-    pub(crate) fn sender_id(&self) -> &str {
-        self.sender_id.as_deref().unwrap_or(self.id.id())
-    }
-
-    /// The sender's headers as the upstream (or a stream entry) gets them: one rewrite
-    /// for both. `host` is the upstream's `Host`; a stream entry has none.
-    pub(crate) fn outgoing_headers(
-        &mut self,
-        cx: &Context<'_>,
-        host: Option<&HeaderValue>,
-        body_len: usize,
-    ) -> HeaderMap {
-        let mut headers = std::mem::take(&mut self.parts.headers);
-        forward::upstream_headers(
-            &mut headers,
-            &forward::Additions {
-                peer: cx.peer,
-                trust_forwarded: cx.live.config.listen.trust_forwarded_headers,
-                host,
-                authority: self.parts.uri.authority().map(|a| a.as_str()),
-                route: &self.route.name_header,
-                event_type: self.event_type,
-                body_len,
-            },
-        );
-        headers
-    }
-}
-
 /// Takes a place under the route's `max_in_flight`, claims the id and forwards the event
 /// (`forward/` has the forward's life).
 async fn forward(
@@ -364,11 +270,4 @@ fn check_header_limits(headers: &HeaderMap, live: &Live) -> Result<(), Reject> {
         return Err(Reject::HeadersTooLarge);
     }
     Ok(())
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
 }

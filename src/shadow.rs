@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use crate::dedup::Taken;
 use crate::forward::{self, Holds};
 use crate::outcome::{verify_outcome, Done, Outcome, Reject};
-use crate::pipeline::{unix_now, Arrived, Context};
+use crate::request::{unix_now, Arrived, Context};
 use crate::route::EventType;
 use crate::state::RouteState;
 use crate::store::{Claim, Id};
