@@ -4,9 +4,12 @@
 //! The request path, by file: `server` (accept, limits, TLS) → `pipeline` (the stages) →
 //! `body` (reading it against the budget) → `verify` (a scheme per provider), `dedup`,
 //! `route` (pure) → `forward` (a forward's whole life) or `stream` (the entry a stream rule
-//! appends); `shadow` runs a route that does not enforce; `outcome` maps how a request
-//! ended to its answer. `store` and `redis` hold the ids (memory, Redis). `config` reads
-//! the TOML once into typed values.
+//! appends); `shadow` runs a route that does not enforce; `request` is what the stages of
+//! one request share; `outcome` maps how a request ended to its answer. `store` and
+//! `redis` hold the ids (memory, Redis); `tasks` tracks the work that outlives a request.
+//! `config` reads the TOML once into typed values. `labels` holds the label values that
+//! several layers name (outcomes, `_unmatched`, Redis ops) and imports none of them: no
+//! two files of `src/` import each other, even through others (CI checks it).
 
 pub mod admin;
 pub mod body;
