@@ -32,7 +32,6 @@ pub const HOOKWALL_EVENT_TYPE: HeaderName = HeaderName::from_static("hookwall-ev
 /// connection.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    pub addr: SocketAddr,
     pub tls: bool,
     /// The peer's IP address as a header value.
     pub ip: HeaderValue,
@@ -42,7 +41,7 @@ impl Peer {
     pub fn new(addr: SocketAddr, tls: bool) -> Peer {
         let ip = HeaderValue::try_from(addr.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
-        Peer { addr, tls, ip }
+        Peer { tls, ip }
     }
 }
 
