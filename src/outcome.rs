@@ -130,9 +130,13 @@ fn refusal(reject: &Reject) -> (Outcome, StatusCode, Option<&'static str>) {
         Reject::StoreUnavailable(_) => {
             (Outcome::StoreUnavailable, S::SERVICE_UNAVAILABLE, Some("5"))
         }
-        Reject::Upstream(ForwardError::Connect(_) | ForwardError::Body(_) | ForwardError::Cut) => {
-            (Outcome::UpstreamUnavailable, S::BAD_GATEWAY, None)
-        }
+        // §3: refused, reset or unreachable, whether the request was written or not.
+        Reject::Upstream(
+            ForwardError::Connect(_)
+            | ForwardError::Reset(_)
+            | ForwardError::Body(_)
+            | ForwardError::Cut,
+        ) => (Outcome::UpstreamUnavailable, S::BAD_GATEWAY, None),
         Reject::Upstream(ForwardError::Timeout(_)) => {
             (Outcome::UpstreamTimeout, S::GATEWAY_TIMEOUT, None)
         }

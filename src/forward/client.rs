@@ -81,6 +81,11 @@ pub enum SendError {
     /// A pooled connection closed before it took the request: the upstream never saw it,
     /// and it may go on another connection.
     Unsent(Box<Request<Full<Bytes>>>),
+    /// A new connection closed before it took the request: the upstream never saw it,
+    /// but it is not the pool's stale connection either (the upstream refuses).
+    NotTaken(hyper::Error),
+    /// The connection failed after the request was written to it (reset or closed before
+    /// a status line): the upstream may have seen it.
     Failed(hyper::Error),
 }
 
@@ -93,9 +98,11 @@ impl<'a> Lease<'a> {
     ) -> Result<(Response<Incoming>, Lease<'a>), SendError> {
         match self.sender.try_send_request(request).await {
             Ok(response) => Ok((response, self)),
+            // hyper gives the request back only if it failed before writing it.
             Err(mut err) => match err.take_message() {
                 Some(unsent) if self.pooled => Err(SendError::Unsent(Box::new(unsent))),
-                _ => Err(SendError::Failed(err.into_error())),
+                Some(_) => Err(SendError::NotTaken(err.into_error())),
+                None => Err(SendError::Failed(err.into_error())),
             },
         }
     }
@@ -211,7 +218,9 @@ impl Client {
             match lease.send(request).await {
                 Ok(sent) => return Ok(sent),
                 Err(SendError::Unsent(unsent)) => request = *unsent,
-                Err(SendError::Failed(err)) => return Err(ClientError::Http(err)),
+                Err(SendError::NotTaken(err) | SendError::Failed(err)) => {
+                    return Err(ClientError::Http(err))
+                }
             }
         }
     }

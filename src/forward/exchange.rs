@@ -30,8 +30,14 @@ pub struct UpstreamReply {
 /// the rescue point logs the whole chain once.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
+    /// Nothing was written: the upstream cannot have acted on the request (§6: the id is
+    /// released at once, and only such a forward is abandoned when its sender gives up).
     #[error("upstream unreachable or refused")]
     Connect(#[source] ClientError),
+    /// The request was written, then the connection failed before a status line: the
+    /// upstream may have seen it (the id is released all the same: only a 2xx delivers).
+    #[error("upstream connection failed after the request was sent, before a status line")]
+    Reset(#[source] hyper::Error),
     #[error("upstream reset before its body ended")]
     Body(#[source] hyper::Error),
     #[error("upstream took longer than {0:?}")]
@@ -74,7 +80,10 @@ pub async fn exchange(
 ) -> Result<UpstreamReply, Unanswered> {
     let (response, lease) = lease.send(request).await.map_err(|err| match err {
         SendError::Unsent(request) => Unanswered::Unsent(request),
-        SendError::Failed(err) => Unanswered::Failed(ForwardError::Connect(ClientError::Http(err))),
+        SendError::NotTaken(err) => {
+            Unanswered::Failed(ForwardError::Connect(ClientError::Http(err)))
+        }
+        SendError::Failed(err) => Unanswered::Failed(ForwardError::Reset(err)),
     })?;
     on_status(response.status());
     let (parts, body) = response.into_parts();

@@ -159,9 +159,12 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
     metrics.upstream_response(match &result {
         Ok(reply) => UpstreamClass::Status(reply.status.as_u16()),
         Err(ForwardError::Timeout(_)) => UpstreamClass::Timeout,
-        Err(ForwardError::Connect(_) | ForwardError::Body(_) | ForwardError::Cut) => {
-            UpstreamClass::Error
-        }
+        Err(
+            ForwardError::Connect(_)
+            | ForwardError::Reset(_)
+            | ForwardError::Body(_)
+            | ForwardError::Cut,
+        ) => UpstreamClass::Error,
     });
     // The claim (released unless delivered), the permit and the room end with the task.
     let unanswered = match answer {

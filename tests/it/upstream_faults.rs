@@ -148,6 +148,49 @@ async fn a_reset_after_a_2xx_status_line_is_a_502_and_the_id_is_delivered() {
     proxy.shutdown().await;
 }
 
+/// An upstream that takes the request, then resets the connection before any status
+/// line: 502 `upstream_unavailable` as for one that refused it, but the log says the
+/// request was sent (the upstream may have seen it), not that the upstream was
+/// unreachable; the id is released, and the sender's retry is forwarded.
+#[tokio::test]
+async fn a_reset_after_the_request_was_sent_is_a_502_logged_as_such_and_releases_the_id() {
+    let attempts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let seen = attempts.clone();
+    let addr = raw_upstream(move |mut stream, id| {
+        let first = {
+            let mut seen = seen.lock().unwrap();
+            let n = seen.entry(id).or_default();
+            *n += 1;
+            *n == 1
+        };
+        async move {
+            if first {
+                // RST, not FIN: the request was read, and nothing is answered.
+                stream.set_zero_linger().unwrap();
+                drop(stream);
+            } else {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
+        }
+    })
+    .await;
+    let (_dir, hookwall) = running(addr, "2s", "").await;
+    assert_eq!(hookwall.post_event(SECRET, "msg_rst").await, 502);
+    let line = logged(&hookwall, "upstream_unavailable").await;
+    assert!(
+        line.contains("after the request was sent") && !line.contains("unreachable"),
+        "{line}"
+    );
+    assert_eq!(
+        hookwall.post_event(SECRET, "msg_rst").await,
+        200,
+        "released"
+    );
+    assert_eq!(attempts.lock().unwrap()["msg_rst"], 2);
+}
+
 #[tokio::test]
 async fn a_byte_by_byte_answer_slower_than_the_timeout_is_a_504_and_the_forward_goes_on() {
     let attempts = Arc::new(Mutex::new(0usize));
