@@ -80,12 +80,14 @@ pub async fn run(
     mut control: mpsc::Receiver<Control>,
 ) -> Result<(), RunError> {
     let shared = Arc::new(Shared::new(config)?);
+    // Both listeners are bound. Ready before the acceptor starts, so that a listener that
+    // fails at once (the acceptor then turns it unready) cannot be made ready after.
+    shared.ready.store(true, Ordering::Release);
     let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(server::serve(public, shared.clone(), async {
         let _ = stopped.await;
     }));
-    shared.ready.store(true, Ordering::Release);
     {
         let live = shared.live();
         tracing::info!(

@@ -108,6 +108,11 @@ pub(super) async fn run(
     if inboxes.is_empty() && ended.is_ok() {
         ended = Err(ServeError::NoWorkers);
     }
+    if ended.is_err() {
+        // Unready now, not once the drain below is over (up to `shutdown_grace`): nothing
+        // new will be served, and Kubernetes should stop sending here at once.
+        shared.ready.store(false, Ordering::Release);
+    }
     // Closing the listener and the inboxes: each worker serves what it was handed, then
     // drains.
     drop(listener);

@@ -1,7 +1,8 @@
 //! Life cycle, as Kubernetes drives it: the real binary, real signals. SIGHUP reloads the
 //! config and re-reads secret files (a refused one changes nothing); SIGTERM turns unready,
 //! still serves new connections for `shutdown_delay`, then drains in-flight requests and
-//! forwards that outlived their request, and exits 0; SIGINT skips the delay.
+//! forwards that outlived their request, and exits 0; SIGINT skips the delay. A public
+//! listener that breaks turns `/readyz` 503 at once.
 
 use crate::helpers::running::*;
 use crate::helpers::*;
@@ -266,46 +267,112 @@ async fn the_shutdown_grace_cuts_off_what_does_not_finish() {
     release.notify_one();
 }
 
-/// The public listener breaks for good (its socket shut down from outside: every accept
-/// fails with EINVAL): hookwall turns unready and `run` returns the error (the binary
-/// exits 2 on it, and Kubernetes restarts the container), rather than staying Ready and
-/// serving nothing.
+/// `hookwall::run` on a public listener the test can break from outside (`shutdown` on a
+/// duplicate of its socket: every accept then fails with EINVAL).
+struct Breakable {
+    breaker: socket2::Socket,
+    addr: std::net::SocketAddr,
+    readyz: String,
+    running: tokio::task::JoinHandle<Result<(), hookwall::RunError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Breakable {
+    /// Runs one route to `upstream` and waits until it is ready.
+    async fn start(upstream: &Upstream) -> Breakable {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookwall.toml");
+        std::fs::write(&file, one_route(upstream, "")).unwrap();
+        let config = hookwall::config::Config::load_with_env(&file, &[]).unwrap();
+        let public = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let breaker = socket2::Socket::from(public.try_clone().unwrap());
+        public.set_nonblocking(true).unwrap();
+        let public = tokio::net::TcpListener::from_std(public).unwrap();
+        let addr = public.local_addr().unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let readyz = format!("http://{}/readyz", admin.local_addr().unwrap());
+        let (control, requests) = tokio::sync::mpsc::channel(1);
+        // The control channel stays open while `run` runs: closing it would stop it.
+        let running = tokio::spawn(async move {
+            let _control = control;
+            hookwall::run(config, public, admin, requests).await
+        });
+        until("ready", async || get(&readyz).await.0 == 200).await;
+        Breakable {
+            breaker,
+            addr,
+            readyz,
+            running,
+            _dir: dir,
+        }
+    }
+
+    fn break_listener(&self) {
+        self.breaker.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+
+    /// What `run` returned, which must be the listener's failure.
+    async fn ended(self) {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), self.running)
+            .await
+            .expect("run returns")
+            .unwrap();
+        assert!(
+            matches!(
+                ended,
+                Err(hookwall::RunError::Serve(
+                    hookwall::server::ServeError::Accept(_)
+                ))
+            ),
+            "{ended:?}"
+        );
+    }
+}
+
+/// The public listener breaks for good: hookwall turns unready and `run` returns the error
+/// (the binary exits 2 on it, and Kubernetes restarts the container), rather than staying
+/// Ready and serving nothing.
 #[tokio::test]
 async fn a_public_listener_that_breaks_makes_hookwall_unready_and_stop() {
     let upstream = Upstream::ok().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("hookwall.toml");
-    std::fs::write(&file, one_route(&upstream, "")).unwrap();
-    let config = hookwall::config::Config::load_with_env(&file, &[]).unwrap();
-    let public = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let breaker = socket2::Socket::from(public.try_clone().unwrap());
-    public.set_nonblocking(true).unwrap();
-    let public = tokio::net::TcpListener::from_std(public).unwrap();
-    let addr = public.local_addr().unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let readyz = format!("http://{}/readyz", admin.local_addr().unwrap());
-    let (_control, requests) = tokio::sync::mpsc::channel(1);
-    let running = tokio::spawn(hookwall::run(config, public, admin, requests));
-    until("ready", async || get(&readyz).await.0 == 200).await;
+    let hw = Breakable::start(&upstream).await;
     assert_eq!(
-        send_event(&format!("http://{addr}/hook"), "msg_1").await.0,
+        send_event(&format!("http://{}/hook", hw.addr), "msg_1")
+            .await
+            .0,
         200
     );
-
-    breaker.shutdown(std::net::Shutdown::Both).unwrap();
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), running)
-        .await
-        .expect("run returns")
-        .unwrap();
-    assert!(
-        matches!(
-            ended,
-            Err(hookwall::RunError::Serve(
-                hookwall::server::ServeError::Accept(_)
-            ))
-        ),
-        "{ended:?}"
-    );
+    hw.break_listener();
+    let readyz = hw.readyz.clone();
+    hw.ended().await;
     // Its admin listener went with it: nothing says Ready any more.
     assert!(try_send("GET", &readyz, &[], b"").await.is_err());
+}
+
+/// The public listener breaks while a forward is in flight: `/readyz` is 503 at once, not
+/// once the drain (which waits for the forward, up to `shutdown_grace`) is over; the
+/// forward still finishes.
+#[tokio::test]
+async fn a_public_listener_that_breaks_turns_unready_before_the_drain() {
+    let (upstream, arrived, release) = holding_upstream().await;
+    let hw = Breakable::start(&upstream).await;
+    let url = format!("http://{}/hook", hw.addr);
+    let in_flight = delivering(url, &arrived, "msg_held", "user.created").await;
+    hw.break_listener();
+    let broken = std::time::Instant::now();
+    let readyz = hw.readyz.clone();
+    until_within(
+        "readyz to turn 503",
+        std::time::Duration::from_secs(1),
+        async || matches!(try_send("GET", &readyz, &[], b"").await, Ok((503, _, _))),
+    )
+    .await;
+    eprintln!("unready {:?} after the listener broke", broken.elapsed());
+    release.notify_waiters();
+    assert_eq!(
+        in_flight.await.unwrap().0,
+        200,
+        "the forward in flight finished"
+    );
+    hw.ended().await;
 }
