@@ -3,15 +3,18 @@
 //! only one that adds), hands each to the next worker in turn, and answers those past the
 //! cap with 503.
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use std::thread::JoinHandle;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -92,18 +95,8 @@ pub(super) async fn run(
                 continue;
             }
         };
-        let mut handoff = Handoff { stream, addr, slot };
-        while !inboxes.is_empty() {
-            turn = (turn + 1) % inboxes.len();
-            match inboxes[turn].send(handoff).await {
-                Ok(()) => break,
-                Err(mpsc::error::SendError(back)) => {
-                    tracing::error!("a worker stopped; the others take its share");
-                    inboxes.remove(turn);
-                    handoff = back;
-                }
-            }
-        }
+        // No worker left to take it: the connection is closed, and the loop ends.
+        let _ = hand_off(&mut inboxes, &mut turn, Handoff { stream, addr, slot }).await;
     }
     if inboxes.is_empty() && ended.is_ok() {
         ended = Err(ServeError::NoWorkers);
@@ -124,6 +117,78 @@ pub(super) async fn run(
     })
     .await;
     ended
+}
+
+/// Hands `item` to the next worker in turn whose queue has room: a worker busy with a full
+/// queue is passed over, not waited for, while another could take it. Only when every
+/// queue is full does it wait, for whichever has room first. A worker that stopped is
+/// removed (the others take its share); `item` comes back if none is left.
+async fn hand_off<T>(
+    inboxes: &mut Vec<mpsc::Sender<T>>,
+    turn: &mut usize,
+    item: T,
+) -> Result<(), T> {
+    let mut item = item;
+    loop {
+        let mut full = 0;
+        while full < inboxes.len() {
+            *turn = (*turn + 1) % inboxes.len();
+            match inboxes[*turn].try_send(item) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => {
+                    item = back;
+                    full += 1;
+                }
+                Err(TrySendError::Closed(back)) => {
+                    item = back;
+                    stopped(inboxes, turn);
+                }
+            }
+        }
+        if inboxes.is_empty() {
+            return Err(item);
+        }
+        // Every queue is full: the first to make room takes it.
+        *turn = {
+            let (index, room) = first_room(inboxes).await;
+            match room {
+                Some(room) => {
+                    room.send(item);
+                    *turn = index;
+                    return Ok(());
+                }
+                None => index,
+            }
+        };
+        stopped(inboxes, turn);
+    }
+}
+
+/// The first of `inboxes` to have room, and its room (none if its worker stopped).
+async fn first_room<T>(inboxes: &[mpsc::Sender<T>]) -> (usize, Option<mpsc::Permit<'_, T>>) {
+    let mut waits: Vec<_> = inboxes
+        .iter()
+        .map(|inbox| Box::pin(inbox.reserve()))
+        .collect();
+    std::future::poll_fn(|cx| {
+        for (index, wait) in waits.iter_mut().enumerate() {
+            if let Poll::Ready(room) = wait.as_mut().poll(cx) {
+                return Poll::Ready((index, room.ok()));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Removes the worker at `turn`, which stopped; `turn` then points at the one before it, so
+/// that the next in turn is the one after it.
+fn stopped<T>(inboxes: &mut Vec<mpsc::Sender<T>>, turn: &mut usize) {
+    tracing::error!("a worker stopped; the others take its share");
+    inboxes.remove(*turn);
+    *turn = turn
+        .checked_sub(1)
+        .unwrap_or(inboxes.len().saturating_sub(1));
 }
 
 /// The worker threads, and the inboxes that hand them connections.
@@ -235,5 +300,40 @@ mod tests {
         assert_eq!(open.load(Ordering::Acquire), 2);
         drop((b, c));
         assert_eq!(open.load(Ordering::Acquire), 0);
+    }
+
+    /// A worker whose queue is full is passed over while another has room; with every
+    /// queue full, the first to make room takes the next; a worker that stopped is removed.
+    #[tokio::test]
+    async fn a_busy_worker_is_passed_over_not_waited_for() {
+        let (a, mut to_a) = mpsc::channel::<u32>(1);
+        let (b, mut to_b) = mpsc::channel::<u32>(1);
+        let mut inboxes = vec![a, b];
+        let mut turn = 1;
+        hand_off(&mut inboxes, &mut turn, 1).await.unwrap();
+        hand_off(&mut inboxes, &mut turn, 2).await.unwrap();
+        assert_eq!(to_b.try_recv(), Ok(2));
+        // Worker 0 is busy (its queue full) and it is its turn: worker 1 takes the next.
+        hand_off(&mut inboxes, &mut turn, 3).await.unwrap();
+        assert_eq!(to_b.try_recv(), Ok(3));
+        hand_off(&mut inboxes, &mut turn, 4).await.unwrap();
+        // Both full: the hand-off waits, and worker 1 makes room first.
+        let waiting = tokio::spawn(async move {
+            hand_off(&mut inboxes, &mut turn, 5).await.unwrap();
+            inboxes
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(to_b.recv().await, Some(4));
+        let mut inboxes = waiting.await.unwrap();
+        assert_eq!((to_a.try_recv(), to_b.try_recv()), (Ok(1), Ok(5)));
+        // Worker 0 stopped: it is removed and worker 1 takes its share.
+        drop(to_a);
+        let mut turn = 1;
+        hand_off(&mut inboxes, &mut turn, 6).await.unwrap();
+        assert_eq!((inboxes.len(), to_b.try_recv()), (1, Ok(6)));
+        drop(to_b);
+        assert_eq!(hand_off(&mut inboxes, &mut turn, 7).await, Err(7));
+        assert!(inboxes.is_empty());
     }
 }
