@@ -122,7 +122,15 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
         match ended {
             Some(Ok(reply)) => break Ok(reply),
             Some(Err(Unanswered::Failed(err))) => break Err(err),
-            Some(Err(Unanswered::Unsent(unsent))) => request = *unsent,
+            Some(Err(Unanswered::Unsent(unsent))) => {
+                // Nothing was written (a pooled connection closed first): a sender that
+                // hung up meanwhile abandons the forward, as while connecting (§6), and
+                // the claim's drop releases the id.
+                if detached == "sender_gone" {
+                    return;
+                }
+                request = *unsent;
+            }
             None => {
                 // Dropping the exchange closed the upstream connection. What that does to
                 // the id: a 2xx status line already delivered it (its body is what
