@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod body;
 pub mod budget;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod dedup;

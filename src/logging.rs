@@ -8,6 +8,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
+pub use crate::chain::chain;
 use crate::config::{LogConfig, LogFormat, LOG_ENV};
 
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
@@ -58,50 +59,5 @@ pub fn init(log: &LogConfig) -> Option<tracing_appender::non_blocking::WorkerGua
 pub fn set_level(level: &str) {
     if let Some(handle) = FILTER.get() {
         let _ = handle.reload(filter_for(level));
-    }
-}
-
-/// `err: cause: its cause …`, each message once: errors here leave their source out of
-/// their own message, and this is where the chain is written. Some libraries' errors
-/// (redis-rs's) repeat their source's text in their own: a cause already said by the
-/// message before it is left out.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut said = text.clone();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if !said.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        said = message;
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] Middle);
-
-    /// Says its source's text in its own message, as redis-rs's errors do.
-    #[derive(Debug, thiserror::Error)]
-    #[error("middle: refused")]
-    struct Middle(#[source] Inner);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("refused")]
-    struct Inner;
-
-    #[test]
-    fn each_message_of_a_chain_once() {
-        assert_eq!(chain(&Outer(Middle(Inner))), "outer: middle: refused");
-        assert_eq!(chain(&Middle(Inner)), "middle: refused");
-        assert_eq!(chain(&Inner), "refused");
     }
 }

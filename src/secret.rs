@@ -159,7 +159,7 @@ pub enum SecretError {
     EnvMissing { name: String },
     #[error("environment variable {name} is not valid UTF-8")]
     EnvNotUnicode { name: String },
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     File {
         path: PathBuf,
         #[source]
@@ -167,7 +167,7 @@ pub enum SecretError {
     },
     #[error("secret is empty")]
     Empty,
-    #[error("secret is not base64 (after an optional `{prefix}` prefix): {source}")]
+    #[error("secret is not base64 (after an optional `{prefix}` prefix)")]
     Base64 {
         prefix: &'static str,
         #[source]

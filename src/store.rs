@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use prometheus::IntCounter;
 
+use crate::chain::chain;
 use crate::config::{DedupConfig, OnStoreError, StoreKind};
 use crate::dedup::{Dedup, Seen, Taken};
 use crate::metrics::Metrics;
@@ -351,7 +352,7 @@ impl Remote {
             })
             .await;
             if let Err(err) = written {
-                tracing::warn!(key = &**key, error = %err, "{failed}");
+                tracing::warn!(key = &**key, error = chain(&err), "{failed}");
             }
         }
     }

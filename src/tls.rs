@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Why TLS material could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Pem {
         path: PathBuf,
         #[source]
@@ -18,7 +18,7 @@ pub enum TlsError {
     },
     #[error("{} holds no certificate", path.display())]
     NoCertificate { path: PathBuf },
-    #[error("{}: {source}", path.display())]
+    #[error("{} cannot be used for TLS", path.display())]
     Rustls {
         path: PathBuf,
         #[source]

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 use super::signed::{new_id, svix_headers, unix_now, HeaderFamily, Provider};
 use super::{code, exit};
+use crate::chain::chain;
 use crate::config::Config;
 use crate::forward::client::{request_to, Client};
 use crate::route::Upstream;
@@ -317,7 +318,7 @@ pub async fn run() -> ExitCode {
         Ok(true) => code(exit::OK),
         Ok(false) => code(exit::RUNTIME),
         Err(err) => {
-            eprintln!("hookwall demo: {err}");
+            eprintln!("hookwall demo: {}", chain(&*err));
             code(exit::RUNTIME)
         }
     }

@@ -12,6 +12,7 @@ use http_body_util::BodyExt as _;
 
 use super::signed::{unix_now, HeaderFamily, Provider};
 use super::{code, exit};
+use crate::chain::chain;
 use crate::route::Upstream;
 use crate::secret::SecretSource;
 
@@ -52,7 +53,7 @@ fn secret_from(spec: &str) -> Result<String, String> {
     let source = SecretSource::parse(spec, std::path::Path::new("."));
     source
         .resolve()
-        .map_err(|e| format!("--secret {source}: {e}"))
+        .map_err(|e| format!("--secret {source}: {}", chain(&e)))
 }
 
 /// What `send` sends: the body and the headers, signed as `args.provider` does.
@@ -104,7 +105,7 @@ pub async fn run(args: SendArgs) -> ExitCode {
     let client = match crate::forward::client::build(None) {
         Ok(client) => client,
         Err(err) => {
-            eprintln!("hookwall send: {err}");
+            eprintln!("hookwall send: {}", chain(&err));
             return code(exit::RUNTIME);
         }
     };
@@ -112,12 +113,12 @@ pub async fn run(args: SendArgs) -> ExitCode {
         let (response, _connection) = client
             .send(&upstream.origin, request, SEND_TIMEOUT)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         let (parts, body) = response.into_parts();
         let bytes = body
             .collect()
             .await
-            .map_err(|e| format!("reading the response: {e}"))?
+            .map_err(|e| format!("reading the response: {}", chain(&e)))?
             .to_bytes();
         Ok::<_, String>((parts, bytes))
     };

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::chain::chain;
 use crate::secret::Key;
 use crate::sign::Signer;
 
@@ -122,7 +123,7 @@ impl Provider {
         let bytes = secret.as_bytes();
         let pairs: Vec<(&'static str, String)> = match self {
             Provider::Svix => {
-                let key = Key::decode(secret).map_err(|e| e.to_string())?;
+                let key = Key::decode(secret).map_err(|e| chain(&e))?;
                 let signer = Signer::try_from(&key).map_err(|e| e.to_string())?;
                 return Ok(svix_headers(&signer, family, id, timestamp, body));
             }

@@ -9,6 +9,7 @@ use super::raw::{RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, Ra
 use super::route::{routes, RouteDefaults, UpstreamTiming};
 use super::value::{at_least_one, duration, duration_or_zero, socket_addr};
 use super::*;
+use crate::chain::chain;
 use crate::secret::SecretSource;
 
 /// The container's CPU quota rounded up (cgroup v2 `cpu.max`, else v1's
@@ -110,7 +111,7 @@ fn listen(
             match crate::tls::load_server_config(&cert, &key) {
                 Ok(server) => Some(Tls { cert, key, server }),
                 Err(err) => {
-                    problems.add("listen.tls_cert", err.to_string());
+                    problems.add("listen.tls_cert", chain(&err));
                     None
                 }
             }
@@ -293,7 +294,7 @@ fn redis_section(raw: RawRedis, base_dir: &Path, problems: &mut Problems) -> Opt
             url
         }
         Err(err) => {
-            problems.add("redis.url", format!("{source}: {err}"));
+            problems.add("redis.url", format!("{source}: {}", chain(&err)));
             String::new()
         }
     };
@@ -314,7 +315,7 @@ fn redis_section(raw: RawRedis, base_dir: &Path, problems: &mut Problems) -> Opt
         }
         // Parsed as the upstreams' bundles are, so a bad file is named here, not at connect.
         let checked = crate::tls::load_roots(&path)
-            .map_err(|err| err.to_string())
+            .map_err(|err| chain(&err))
             .and_then(|_| std::fs::read(&path).map_err(|err| format!("{}: {err}", path.display())));
         match checked {
             Ok(pem) => Some((path, pem)),

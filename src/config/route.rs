@@ -10,6 +10,7 @@ use super::raw::{RawRoute, RawRule};
 use super::scheme::{scheme, Signing};
 use super::value::{at_least_one, duration, upstream};
 use super::{defaults, Problems, Route};
+use crate::chain::chain;
 use crate::route::{Action, Glob, Rule, Rules};
 
 /// What the rest of the config decides for every route.
@@ -208,7 +209,7 @@ fn route(
     let ca_file = raw.ca_file.map(|p| base_dir.join(p));
     if let Some(ca) = &ca_file {
         if let Err(err) = crate::tls::load_roots(ca) {
-            problems.add(at("ca_file"), err.to_string());
+            problems.add(at("ca_file"), chain(&err));
         }
     }
     if problems.0.len() > start {

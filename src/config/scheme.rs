@@ -8,6 +8,7 @@ use http::HeaderName;
 
 use super::raw::RawHmac;
 use super::Problems;
+use crate::chain::chain;
 use crate::secret::{Key, SecretSource, BASE64};
 use crate::verify::github::GitHub;
 use crate::verify::hmac::{template, Declared, Part, Source};
@@ -66,7 +67,7 @@ pub(super) fn scheme(
             Ok(value) => values.push((j, source.clone(), value)),
             Err(err) => problems.add(
                 format!("{}[{j}]", at("secrets")),
-                format!("{source}: {err}"),
+                format!("{source}: {}", chain(&err)),
             ),
         }
         sources.push(source);
@@ -80,7 +81,7 @@ pub(super) fn scheme(
                     Ok(key) => keys.push(VerifyKey::from(&key)),
                     Err(err) => problems.add(
                         format!("{}[{j}]", at("secrets")),
-                        format!("{source}: {err}"),
+                        format!("{source}: {}", chain(&err)),
                     ),
                 }
             }

@@ -34,13 +34,13 @@ type Sender = SendRequest<Full<Bytes>>;
 /// Why a request got no response head.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {origin}: {source}")]
+    #[error("cannot connect to {origin}")]
     Connect {
         origin: Origin,
         #[source]
         source: std::io::Error,
     },
-    #[error("TLS handshake with {origin} failed: {source}")]
+    #[error("TLS handshake with {origin} failed")]
     Tls {
         origin: Origin,
         #[source]

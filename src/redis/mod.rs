@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue};
 
+use crate::chain::chain;
 use crate::config::RedisConfig;
 use crate::labels::RedisOp;
 use crate::metrics::RedisMetrics;
@@ -197,7 +198,7 @@ impl Redis {
                         return;
                     }
                     Err(err) => {
-                        tracing::debug!(worker, error = %err, "Redis not reachable yet");
+                        tracing::debug!(worker, error = chain(&err), "Redis not reachable yet");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }

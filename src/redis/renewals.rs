@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::Redis;
+use crate::chain::chain;
 
 /// The claims whose forwards run on one worker, renewed together.
 #[derive(Default)]
@@ -93,7 +94,11 @@ impl Redis {
                             }
                         }
                         Err(err) => {
-                            tracing::debug!(key = &*key, error = %err, "Redis: renewing a claim failed")
+                            tracing::debug!(
+                                key = &*key,
+                                error = chain(&err),
+                                "Redis: renewing a claim failed"
+                            )
                         }
                     }
                 });
