@@ -132,31 +132,11 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
                 request = *unsent;
             }
             None => {
-                // Dropping the exchange closed the upstream connection. What that does to
-                // the id: a 2xx status line already delivered it (its body is what
-                // stalled), and it stays delivered; otherwise dropping the claim (now)
-                // releases it.
+                // Dropping the exchange closed the upstream connection; the claim is
+                // dropped as the task ends.
                 metrics.upstream_duration.observe(deadline.as_secs_f64());
                 metrics.upstream_response(UpstreamClass::Timeout);
-                let _span = outlived(&id).entered();
-                match &claim {
-                    Some(claim) if claim.is_delivered() => tracing::warn!(
-                        detached,
-                        delivered = true,
-                        "forward abandoned at upstream_deadline while reading the body after \
-                         a 2xx status line; its id stays delivered"
-                    ),
-                    Some(_) => tracing::warn!(
-                        detached,
-                        delivered = false,
-                        "forward abandoned at upstream_deadline; its id is released"
-                    ),
-                    // A shadow route's request that enforcing would not forward.
-                    None => tracing::warn!(
-                        detached,
-                        "forward abandoned at upstream_deadline; it held no claim on its id"
-                    ),
-                }
+                abandoned_in_the_log(&id, detached, claim.as_ref());
                 return;
             }
         }
@@ -184,6 +164,31 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
     };
     let delivered = claim.as_ref().is_some_and(Claim::is_delivered);
     told_in_the_log(&id, unanswered, detached, delivered);
+}
+
+/// A forward abandoned at `upstream_deadline`, and what that did to its id: a 2xx status
+/// line had already delivered it (its body is what stalled), and it stays delivered;
+/// otherwise dropping the claim releases it.
+fn abandoned_in_the_log(id: &Id, detached: &'static str, claim: Option<&Claim>) {
+    let _span = outlived(id).entered();
+    match claim {
+        Some(claim) if claim.is_delivered() => tracing::warn!(
+            detached,
+            delivered = true,
+            "forward abandoned at upstream_deadline while reading the body after a 2xx \
+             status line; its id stays delivered"
+        ),
+        Some(_) => tracing::warn!(
+            detached,
+            delivered = false,
+            "forward abandoned at upstream_deadline; its id is released"
+        ),
+        // A shadow route's request that enforcing would not forward.
+        None => tracing::warn!(
+            detached,
+            "forward abandoned at upstream_deadline; it held no claim on its id"
+        ),
+    }
 }
 
 /// How a forward that nobody waited for any more ended.
