@@ -182,6 +182,27 @@ pub struct Upstream {
     path: Uri,
 }
 
+/// Why a text is not an upstream URL; each names the text.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{text:?} is not a URL")]
+    NotUrl {
+        text: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    #[error("{text:?} is not an http(s) URL")]
+    NotHttp { text: String },
+    #[error("{text:?} has a host that cannot be a Host header")]
+    Host { text: String },
+    #[error("{text:?} has an invalid path")]
+    Path {
+        text: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+}
+
 /// Where connections go: an upstream pool is kept per origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
@@ -204,17 +225,19 @@ impl fmt::Display for Origin {
 
 impl Upstream {
     /// An absolute `http://` or `https://` URL.
-    pub fn parse(text: &str) -> Result<Upstream, String> {
-        let uri: Uri = text
-            .parse()
-            .map_err(|err| format!("{text:?} is not a URL: {err}"))?;
+    pub fn parse(text: &str) -> Result<Upstream, UpstreamError> {
+        let owned = || text.to_owned();
+        let uri: Uri = text.parse().map_err(|source| UpstreamError::NotUrl {
+            text: owned(),
+            source,
+        })?;
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            _ => return Err(format!("{text:?} is not an http(s) URL")),
+            _ => return Err(UpstreamError::NotHttp { text: owned() }),
         };
         let Some(authority) = uri.authority() else {
-            return Err(format!("{text:?} is not an http(s) URL"));
+            return Err(UpstreamError::NotHttp { text: owned() });
         };
         let host = authority.host();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -223,7 +246,7 @@ impl Upstream {
             None => host.to_owned(),
         };
         let host_header = HeaderValue::from_str(&host_header)
-            .map_err(|_| format!("{text:?} has a host that cannot be a Host header"))?;
+            .map_err(|_| UpstreamError::Host { text: owned() })?;
         let origin = Origin {
             https,
             host: host
@@ -236,7 +259,10 @@ impl Upstream {
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .parse()
-            .map_err(|err| format!("{text:?} has an invalid path: {err}"))?;
+            .map_err(|source| UpstreamError::Path {
+                text: owned(),
+                source,
+            })?;
         Ok(Upstream {
             uri,
             origin,

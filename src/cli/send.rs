@@ -83,8 +83,8 @@ pub async fn run(args: SendArgs) -> ExitCode {
     };
     let upstream = match Upstream::parse(&args.url) {
         Ok(upstream) => upstream,
-        Err(message) => {
-            eprintln!("hookwall send: {message}");
+        Err(err) => {
+            eprintln!("hookwall send: {}", chain(&err));
             return code(exit::CONFIG);
         }
     };

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Problems;
+use crate::chain::chain;
 use crate::route::Upstream;
 
 /// A duration longer than zero, as humantime reads it (`250ms`, `10s`, `1m30s`).
@@ -65,6 +66,6 @@ pub(super) fn at_least_one<T: PartialOrd + From<u8> + fmt::Display>(
 /// An http(s) URL to forward to.
 pub(super) fn upstream(problems: &mut Problems, key: &str, text: &str) -> Option<Upstream> {
     Upstream::parse(text)
-        .map_err(|message| problems.add(key, message))
+        .map_err(|err| problems.add(key, chain(&err)))
         .ok()
 }
