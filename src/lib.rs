@@ -45,8 +45,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::state::{Live, Shared};
+use crate::tls::TlsError;
 
 /// What the process asks of a running proxy (SIGHUP, SIGTERM, SIGINT in `main`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,23 @@ pub enum RunError {
     Start(#[from] state::StartError),
     #[error("the public listener stopped serving")]
     Serve(#[from] server::ServeError),
+}
+
+/// Why a reload was refused (the old config keeps serving).
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    /// Every problem of the file, one a line, as `check` lists them.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("reading the config file failed (its thread ended early)")]
+    Read(#[source] tokio::task::JoinError),
+    #[error("listen.tls_cert and listen.tls_key cannot be read again")]
+    ListenTls(#[source] TlsError),
+    #[error("stream rules need the [redis] section this process started with; restart")]
+    StreamsWithoutRedis,
+    /// A route's CA bundle that went away since the config was checked.
+    #[error("the upstream clients cannot be made")]
+    Clients(#[source] TlsError),
 }
 
 /// Runs the proxy on already-bound listeners until `Control::Shutdown` (or the control
@@ -178,8 +196,8 @@ async fn reload(shared: &Shared) {
             shared.metrics.reload(true);
             tracing::info!(routes, "config reloaded");
         }
-        Err(problems) => {
-            for problem in problems.lines() {
+        Err(err) => {
+            for problem in logging::chain(&err).lines() {
                 tracing::error!(
                     problem,
                     "config reload refused; the old config keeps serving"
@@ -190,15 +208,14 @@ async fn reload(shared: &Shared) {
     }
 }
 
-/// The config as the file says now, with what needs a restart kept as it was; the
-/// problems (one a line) if it cannot be used.
-async fn load_again(shared: &Shared) -> Result<Vec<Live>, String> {
+/// The config as the file says now, with what needs a restart kept as it was, or why it
+/// cannot be used.
+async fn load_again(shared: &Shared) -> Result<Vec<Live>, ReloadError> {
     let old = shared.live();
     let file = old.config.file.clone();
     let mut new = tokio::task::spawn_blocking(move || Config::load(&file))
         .await
-        .map_err(|err| err.to_string())?
-        .map_err(|err| err.to_string())?;
+        .map_err(ReloadError::Read)??;
 
     let was = &old.config;
     let same_tls_files = match (&was.listen.tls, &new.listen.tls) {
@@ -217,7 +234,7 @@ async fn load_again(shared: &Shared) -> Result<Vec<Live>, String> {
         // Same files as before, read again: a rotated certificate still takes effect.
         if let Some(tls) = &mut listen.tls {
             tls.server =
-                tls::load_server_config(&tls.cert, &tls.key).map_err(|err| err.to_string())?;
+                tls::load_server_config(&tls.cert, &tls.key).map_err(ReloadError::ListenTls)?;
         }
         new.listen = listen;
     }
@@ -241,14 +258,12 @@ async fn load_again(shared: &Shared) -> Result<Vec<Live>, String> {
                 .into_iter()
                 .any(|rule| matches!(rule.action, route::Action::Stream(_)))
         {
-            return Err(
-                "stream rules need the [redis] section this process started with; restart".into(),
-            );
+            return Err(ReloadError::StreamsWithoutRedis);
         }
     }
     if new.limits.workers != was.limits.workers {
         tracing::warn!("limits.workers changed: takes effect at the next restart");
         new.limits.workers = was.limits.workers;
     }
-    Live::for_workers(new, &shared.metrics, &shared.default_clients).map_err(|err| err.to_string())
+    Live::for_workers(new, &shared.metrics, &shared.default_clients).map_err(ReloadError::Clients)
 }
