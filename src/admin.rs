@@ -1,29 +1,34 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, never on the public port, with
-//! its own bound on connections.
+//! its own bound on connections (`places`): whatever a client of the admin port holds open,
+//! a probe on a new connection is answered.
+
+mod places;
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::state::Shared;
+pub use places::MAX_CONNECTIONS;
+use places::{Busy, Places};
 
-/// A scraper or probe that sends headers this slowly is gone.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Most admin connections at once: probes and a scraper or two need a handful. Past it a
-/// connection is closed at once.
-pub const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send a request head, from its accept or from its
+/// last answer: probes and scrapers send theirs at once. A connection that sends nothing,
+/// or its head slowly, holds its place this long at most (and less once the admin side is
+/// full: the oldest idle connection gives way to a new one).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long an admin connection may stay open; a scraper that keeps its connection alive
 /// opens another.
@@ -32,7 +37,7 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Serves until the task is dropped (at process exit, after the public listener drained).
 /// It runs on the main thread, which serves nothing else of the public port's.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let places = Places::new(MAX_CONNECTIONS);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -42,23 +47,56 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Ok(place) = open.clone().try_acquire_owned() else {
-            tracing::warn!("admin connection closed: {MAX_CONNECTIONS} already open");
+        let Some(place) = places.take() else {
+            tracing::warn!(
+                "admin connection closed: {MAX_CONNECTIONS} already open, each with a request in progress"
+            );
             continue;
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let _place = place;
+            let requests = place.requests();
             let service = service_fn(move |request| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(respond(&shared, &request)) }
+                let busy = requests.start();
+                let response = respond(&shared, &request);
+                async move { Ok::<_, Infallible>(response.map(|body| Answer { body, _busy: busy })) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
+                () = place.evicted() => {}
+            }
         });
+    }
+}
+
+/// An answer, holding its connection's mark of a request in progress until it is written
+/// (hyper drops the body then): a scrape being answered is not closed for a new connection.
+struct Answer {
+    body: Full<Bytes>,
+    _busy: Busy,
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

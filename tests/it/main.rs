@@ -6,6 +6,7 @@
 mod helpers;
 
 mod abuse;
+mod admin;
 mod cli;
 mod examples;
 mod exposure;
