@@ -77,7 +77,7 @@ enum ReloadError {
     /// Every problem of the file, one a line, as `check` lists them.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("reading the config file failed (its thread ended early)")]
+    #[error("reading the config again failed (its thread ended early)")]
     Read(#[source] tokio::task::JoinError),
     #[error("listen.tls_cert and listen.tls_key cannot be read again")]
     ListenTls(#[source] TlsError),
@@ -184,9 +184,15 @@ fn warn_of_shadow_routes(config: &Config) {
 
 /// Loads the config file again, secrets and TLS files included. A config that fails is
 /// refused and nothing changes, the log level included; what needs a restart keeps its
-/// old value.
-async fn reload(shared: &Shared) {
-    match load_again(shared).await {
+/// old value. The files are read on a blocking thread: this runtime serves the admin
+/// listener, whose probes must not wait for a slow volume.
+async fn reload(shared: &Arc<Shared>) {
+    let again = shared.clone();
+    let loaded = tokio::task::spawn_blocking(move || load_again(&again))
+        .await
+        .map_err(ReloadError::Read)
+        .and_then(|loaded| loaded);
+    match loaded {
         Ok(lives) => {
             let routes = lives.first().map_or(0, |l| l.config.routes.len());
             if let Some(live) = lives.first() {
@@ -209,13 +215,10 @@ async fn reload(shared: &Shared) {
 }
 
 /// The config as the file says now, with what needs a restart kept as it was, or why it
-/// cannot be used.
-async fn load_again(shared: &Shared) -> Result<Vec<Live>, ReloadError> {
+/// cannot be used. Blocking: it reads files.
+fn load_again(shared: &Shared) -> Result<Vec<Live>, ReloadError> {
     let old = shared.live();
-    let file = old.config.file.clone();
-    let mut new = tokio::task::spawn_blocking(move || Config::load(&file))
-        .await
-        .map_err(ReloadError::Read)??;
+    let mut new = Config::load(&old.config.file)?;
 
     let was = &old.config;
     let same_tls_files = match (&was.listen.tls, &new.listen.tls) {
