@@ -20,6 +20,7 @@ pub mod config;
 pub mod dedup;
 pub mod forward;
 pub mod fuzz;
+pub mod in_flight;
 pub mod labels;
 pub mod logging;
 pub mod metrics;
@@ -268,5 +269,5 @@ fn load_again(shared: &Shared) -> Result<Vec<Live>, ReloadError> {
         tracing::warn!("limits.workers changed: takes effect at the next restart");
         new.limits.workers = was.limits.workers;
     }
-    Live::for_workers(new, &shared.metrics, &shared.default_clients).map_err(ReloadError::Clients)
+    shared.lives_for(new).map_err(ReloadError::Clients)
 }

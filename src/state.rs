@@ -15,6 +15,7 @@ use crate::budget::{Budget, WorkerBudget};
 use crate::config::{Config, Limits, Route};
 use crate::forward::client::Client;
 use crate::forward::{Forward, Holds};
+use crate::in_flight::InFlight;
 use crate::labels::UNMATCHED;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::redis::Redis;
@@ -39,6 +40,8 @@ pub struct RouteState {
     /// Bounds concurrent forwards (`max_in_flight`), shared by every worker's `Live`; a
     /// forward that outlives its request keeps its permit.
     pub forwards: Arc<Semaphore>,
+    /// What `forwards` is part of: the bound kept across reloads, resized by them.
+    pub in_flight: Arc<InFlight>,
     /// `hookwall-route`, built once.
     pub name_header: HeaderValue,
 }
@@ -80,12 +83,14 @@ pub struct Live {
 
 impl Live {
     /// One `Live` per worker (as many as `default_clients`): the clients and per-route
-    /// state. A failure here (a CA bundle that went away since it was checked) refuses
-    /// the config like a validation error.
+    /// state. A route that `before` (the config in force) has too keeps its bound on
+    /// forwards, which `Shared::swap` resizes. A failure here (a CA bundle that went away
+    /// since it was checked) refuses the config like a validation error.
     pub fn for_workers(
         config: Config,
         metrics: &Metrics,
         default_clients: &[Arc<Client>],
+        before: Option<&Live>,
     ) -> Result<Vec<Live>, TlsError> {
         let workers = default_clients.len().max(1);
         // What every worker's copy shares, made once.
@@ -99,8 +104,10 @@ impl Live {
                 None => default_clients.to_vec(),
             };
             let metrics = metrics.route(&route.name, route.secrets.len(), !route.enforce);
-            let forwards = Arc::new(Semaphore::new(route.max_in_flight));
-            shared_routes.push((clients, metrics, forwards));
+            let in_flight = before
+                .and_then(|before| before.in_flight(&route.name))
+                .unwrap_or_else(|| InFlight::new(route.max_in_flight));
+            shared_routes.push((clients, metrics, in_flight));
         }
         let tls = config
             .listen
@@ -111,14 +118,15 @@ impl Live {
             .map(|worker| {
                 let mut routes = Vec::new();
                 let mut by_path = HashMap::new();
-                for (route, (clients, metrics, forwards)) in
+                for (route, (clients, metrics, in_flight)) in
                     config.routes.iter().zip(&shared_routes)
                 {
                     by_path.insert(route.path.clone(), routes.len());
                     routes.push(RouteState {
                         metrics: Arc::new(metrics.clone()),
                         client: clients[worker % clients.len()].clone(),
-                        forwards: forwards.clone(),
+                        forwards: in_flight.permits().clone(),
+                        in_flight: in_flight.clone(),
                         // Config validation keeps names to visible ASCII.
                         name_header: HeaderValue::from_str(&route.name)
                             .unwrap_or(HeaderValue::from_static("_invalid")),
@@ -149,6 +157,15 @@ impl Live {
     pub fn limits(&self) -> &Limits {
         &self.config.limits
     }
+
+    /// The bound on forwards of the route named `name`.
+    fn in_flight(&self, name: &str) -> Option<Arc<InFlight>> {
+        let route = self
+            .routes
+            .iter()
+            .find(|route| *route.route.name == *name)?;
+        Some(route.in_flight.clone())
+    }
 }
 
 /// Everything that outlives a config.
@@ -163,7 +180,8 @@ pub struct Shared {
     budgets: Box<[Arc<WorkerBudget>]>,
     /// Each worker's `Live`, read-locked by its requests: each on cache lines of its own.
     live: Box<[CachePadded<RwLock<Arc<Live>>>]>,
-    /// `/readyz`: true once both listeners are bound, false from the first shutdown signal.
+    /// `/readyz`: true once both listeners are bound, false from the first shutdown signal
+    /// or as soon as the public listener fails for good.
     pub ready: AtomicBool,
     /// Per worker, the client for routes without their own CA bundle.
     pub default_clients: Vec<Arc<Client>>,
@@ -204,7 +222,7 @@ impl Shared {
             metrics.clone(),
             tasks.clone(),
         ));
-        let lives = Live::for_workers(config, &metrics, &default_clients)?;
+        let lives = Live::for_workers(config, &metrics, &default_clients, None)?;
         Ok(Shared {
             metrics,
             unmatched,
@@ -245,13 +263,25 @@ impl Shared {
             .clone()
     }
 
-    /// Puts a new config in force (one `Live` per worker); dedup memory carries over.
+    /// One `Live` per worker for `config`, its routes keeping their bounds on forwards
+    /// from the config in force.
+    pub fn lives_for(&self, config: Config) -> Result<Vec<Live>, TlsError> {
+        let before = self.live();
+        Live::for_workers(config, &self.metrics, &self.default_clients, Some(&before))
+    }
+
+    /// Puts a new config in force (one `Live` per worker); dedup memory carries over, and
+    /// each route's bound on forwards, resized to its `max_in_flight` (on the runtime:
+    /// lowering one may start a task).
     pub fn swap(&self, lives: Vec<Live>) {
         let Some(first) = lives.first() else {
             return;
         };
         self.budget.set_max(first.config.limits.max_buffered_bytes);
         self.store.reconfigure(first.config.dedup);
+        for route in &first.routes {
+            route.in_flight.resize(route.route.max_in_flight);
+        }
         for (slot, live) in self.live.iter().zip(lives) {
             *slot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
         }
@@ -301,7 +331,7 @@ mod tests {
     }
 
     /// A reload puts the new config in force for every worker, with its body budget; the
-    /// ids remembered and the bodies held carry over.
+    /// ids remembered, the bodies held and each route's bound on forwards carry over.
     #[tokio::test]
     async fn a_swap_keeps_what_outlives_a_config() {
         let shared = Shared::new(config(4_000_000)).unwrap();
@@ -318,8 +348,12 @@ mod tests {
         let mut room = shared.budget(1).room();
         assert!(room.grow(3_000_000));
 
-        let lives = Live::for_workers(config(2_000_000), &shared.metrics, &shared.default_clients);
-        shared.swap(lives.unwrap());
+        let bound = shared.live_at(1).route("/hook").unwrap().forwards.clone();
+        shared.swap(shared.lives_for(config(2_000_000)).unwrap());
+        assert!(
+            Arc::ptr_eq(&shared.live_at(1).route("/hook").unwrap().forwards, &bound),
+            "the route keeps its bound on forwards"
+        );
         assert_eq!(shared.live_at(1).limits().max_buffered_bytes, 2_000_000);
         assert_eq!(shared.budget.held(), 3_000_000, "held bodies carry over");
         assert!(

@@ -1,8 +1,9 @@
 //! Life cycle, as Kubernetes drives it: the real binary, real signals. SIGHUP reloads the
 //! config and re-reads secret files (a refused one changes nothing); SIGTERM turns unready,
 //! still serves new connections for `shutdown_delay`, then drains in-flight requests and
-//! forwards that outlived their request, and exits 0; SIGINT skips the delay. A public
-//! listener that breaks turns `/readyz` 503 at once.
+//! forwards that outlived their request, and exits 0; SIGINT skips the delay. A route's
+//! `max_in_flight` survives reloads; a public listener that breaks turns `/readyz` 503 at
+//! once.
 
 use crate::helpers::running::*;
 use crate::helpers::*;
@@ -178,6 +179,61 @@ async fn the_grace_cuts_off_a_forward_that_outlived_its_request() {
     })
     .await;
     release.notify_one();
+}
+
+/// A route's `max_in_flight` holds across reloads: with its two places taken by forwards
+/// that a reload does not end, a third forward is refused 503 (a new bound per config let
+/// the route run twice its cap); a reload that raises it to three lets the third through,
+/// and a fourth is refused.
+#[tokio::test]
+async fn max_in_flight_holds_across_a_reload() {
+    let (upstream, arrived, release) = holding_upstream().await;
+    let (_dir, config) = config_dir(&upstream, "");
+    let capped = |max: usize| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = match text.find("\nmax_in_flight") {
+            Some(at) => text[..at].to_owned() + "\n",
+            None => text,
+        };
+        std::fs::write(&config, format!("{text}max_in_flight = {max}\n")).unwrap();
+    };
+    capped(2);
+    let hw = Running::start(&config).await;
+    let url = hw.url("/hook");
+    let mut held = Vec::new();
+    for id in ["msg_a", "msg_b"] {
+        held.push(delivering(url.clone(), &arrived, id, "user.created").await);
+    }
+    let refused = async |id: &str| {
+        let sent = send_kind(&url, id, "user.created");
+        match tokio::time::timeout(std::time::Duration::from_secs(2), sent).await {
+            Ok((status, _, _)) => status == 503,
+            Err(_) => panic!("{id} was forwarded past max_in_flight"),
+        }
+    };
+
+    hw.signal("HUP");
+    until("the reload", async || hw.reloads("ok").await == 1.0).await;
+    assert!(
+        refused("msg_c").await,
+        "the cap is the route's, across reloads"
+    );
+
+    capped(3);
+    hw.signal("HUP");
+    until("the second reload", async || hw.reloads("ok").await == 2.0).await;
+    let raised = delivering(url.clone(), &arrived, "msg_d", "user.created");
+    held.push(
+        tokio::time::timeout(std::time::Duration::from_secs(5), raised)
+            .await
+            .expect("a raised cap lets a third forward through"),
+    );
+    assert!(refused("msg_e").await);
+
+    release.notify_waiters();
+    for forward in held {
+        assert_eq!(forward.await.unwrap().0, 200);
+    }
 }
 
 /// A reload that is refused changes nothing, the log level included.
