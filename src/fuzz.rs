@@ -2,6 +2,9 @@
 //! "does not panic". The checked-in corpus (`fuzz/corpus/<name>/`) replays through them as
 //! ordinary tests, proptest drives them with random input in CI, and cargo-fuzz
 //! (`fuzz/fuzz_targets/`) runs them longer. A crash found becomes a corpus file.
+//!
+//! Compiled only with the `fuzzing` feature: every build of the tests turns it on (the
+//! crate's dev-dependency on itself), and so does `fuzz/`; the binary never has it.
 
 use hmac::Mac as _;
 

@@ -19,6 +19,8 @@ pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod forward;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod fuzz;
 pub mod in_flight;
 pub mod labels;
