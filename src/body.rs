@@ -104,14 +104,17 @@ where
         }
         let data_len = data.len() as u64;
         pace.paid(Instant::now(), data_len);
-        buffer.push(data, &mut room)?;
-        if !body.is_end_stream() {
-            if !buffer.pays_for_reading {
-                // A body still arriving also holds its connection's read buffer.
-                charge(&mut room, limits.read_buffer_bytes())?;
-                buffer.pays_for_reading = true;
-            }
+        let more = !body.is_end_stream();
+        if more {
+            // Paid before it is charged: a body never makes room by taking back its own
+            // for the piece it pays with.
             room.arrived(data_len, limits.min_body_rate);
+        }
+        buffer.push(data, &mut room)?;
+        if more && !buffer.pays_for_reading {
+            // A body still arriving also holds its connection's read buffer.
+            charge(&mut room, limits.read_buffer_bytes())?;
+            buffer.pays_for_reading = true;
         }
     }
     // Whole: from now on the room is held until the request ends (a verified body waiting

@@ -35,7 +35,7 @@ pub struct Budget {
     shards: Box<[Shard]>,
     /// Per worker, the bodies read in more than one piece: those that can stall.
     watched: Box<[CachePadded<Mutex<Watched>>]>,
-    /// The clock of `Watcher::last_byte_ms`.
+    /// The clock of `Watcher::paid_until_us`.
     epoch: Instant,
 }
 
@@ -51,9 +51,9 @@ struct Watched {
 #[derive(Debug, Default)]
 struct Watcher {
     held: AtomicU64,
-    /// The body has stalled from this instant on (ms of `Budget::epoch`), unless more
+    /// The body has stalled from this instant on (µs of `Budget::epoch`), unless more
     /// arrives.
-    paid_until_ms: AtomicU64,
+    paid_until_us: AtomicU64,
     gave_way: AtomicBool,
     wake: Notify,
 }
@@ -155,12 +155,12 @@ impl Budget {
     /// their pace: see `STALLED`), which are told to give way: whether any was taken. What
     /// is taken goes to the shared count, where any worker can take it.
     fn make_room(&self, need: u64) -> bool {
-        let now = self.now_ms();
+        let now = self.now_us();
         let mut freed = 0;
         for watched in self.watched.iter() {
             let watched = lock(watched);
             for watcher in watched.by_id.values() {
-                let stalled = now >= watcher.paid_until_ms.load(Ordering::Acquire);
+                let stalled = now >= watcher.paid_until_us.load(Ordering::Acquire);
                 if !stalled
                     || watcher.held.load(Ordering::Acquire) == 0
                     || watcher.gave_way.swap(true, Ordering::AcqRel)
@@ -179,8 +179,8 @@ impl Budget {
         freed > 0
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
     }
 
     /// Gives `bytes` back to worker `worker`'s credit; past two chunks of it, the rest
@@ -275,22 +275,22 @@ impl Room {
     /// long.
     pub fn arrived(&mut self, bytes: u64, rate: u64) {
         let budget = &self.owner.budget;
-        let now = budget.now_ms();
-        let window = STALLED.as_millis() as u64;
+        let now = budget.now_us();
+        let window = STALLED.as_micros() as u64;
         let bought = match rate {
             0 => window,
-            rate => bytes.saturating_mul(1000) / rate,
+            rate => bytes.saturating_mul(1_000_000) / rate,
         };
         let pay = |paid_until: u64| paid_until.max(now).saturating_add(bought).min(now + window);
         if let Some((_, watcher)) = &self.watched {
-            let paid_until = pay(watcher.paid_until_ms.load(Ordering::Acquire));
-            watcher.paid_until_ms.store(paid_until, Ordering::Release);
+            let paid_until = pay(watcher.paid_until_us.load(Ordering::Acquire));
+            watcher.paid_until_us.store(paid_until, Ordering::Release);
             return;
         }
         let watcher = Arc::new(Watcher {
             held: AtomicU64::new(std::mem::take(&mut self.bytes)),
             // A body's first second is its grace, as for `min_body_rate`.
-            paid_until_ms: AtomicU64::new(now + window),
+            paid_until_us: AtomicU64::new(now + window),
             ..Watcher::default()
         });
         let mut watched = lock(&budget.watched[self.owner.worker % budget.watched.len()]);
@@ -313,7 +313,8 @@ impl Room {
         lock(&budget.watched[self.owner.worker % budget.watched.len()])
             .by_id
             .remove(&key);
-        self.bytes = watcher.held.swap(0, Ordering::AcqRel);
+        // `arrived` moved the room's bytes to the watcher: they come back.
+        self.bytes += watcher.held.swap(0, Ordering::AcqRel);
         !watcher.gave_way.load(Ordering::Acquire)
     }
 

@@ -234,10 +234,27 @@ async fn queue(
     }
 }
 
-/// A filtered or dropped event: acknowledged, unless its id is known (nothing changes).
+/// A filtered or dropped event: acknowledged, unless its id is known. A signed id's state
+/// does not change; a digest key is remembered (see inside).
 async fn acknowledge(cx: &Context<'_>, arrived: Arrived<'_>) -> Result<Done, Reject> {
     let on_error = cx.live.config.dedup.on_store_error;
     let fallbacks = &arrived.route.metrics.dedup_fallbacks;
+    if arrived.sender_id.is_some() {
+        // Keyed by a digest: the id, and maybe the event type that had it dropped, are not
+        // signed. Remembered as if delivered, so that the same signed body relabelled with
+        // a type that another rule forwards is a duplicate, not a first delivery.
+        let claimed = cx
+            .shared
+            .store
+            .claim(cx.worker, &arrived.id, on_error, fallbacks);
+        return match claimed.await.map_err(Reject::StoreUnavailable)? {
+            Ok(mut claim) => {
+                claim.delivered();
+                Ok(Done::Filtered)
+            }
+            Err(taken) => taken_answer(taken),
+        };
+    }
     let seen = cx
         .shared
         .store

@@ -119,6 +119,9 @@ impl Declared {
             Source::Header(name) => Some(id_header(headers, name)?),
             Source::Json(_) => None,
         };
+        if id.is_some_and(|id| !self.id_keeps_its_place(id)) {
+            return Err(VerifyError::MalformedHeader(HeaderKind::Id));
+        }
         let timestamp = match &self.timestamp_header {
             Some(name) => {
                 let text = header(headers, name, HeaderKind::Timestamp)?;
@@ -154,6 +157,31 @@ impl Declared {
             timestamp,
             signatures,
             event,
+        })
+    }
+
+    /// Whether a signed `{id}` cannot take bytes from, or give bytes to, its neighbour: it
+    /// holds neither the literal's byte beside it. Else with `{id}.{body}` an id `a.{"v":1`
+    /// and a body `5}` sign the same bytes as the id `a` and the body `{"v":1.5}`, and a
+    /// shortened body would pass under a new id. (A timestamp is digits only: it cannot.)
+    fn id_keeps_its_place(&self, id: &str) -> bool {
+        let content = &self.content;
+        content.iter().enumerate().all(|(i, part)| {
+            if *part != Part::Id {
+                return true;
+            }
+            let before = i.checked_sub(1).and_then(|j| match &content[j] {
+                Part::Text(text) => text.last(),
+                _ => None,
+            });
+            let after = content.get(i + 1).and_then(|part| match part {
+                Part::Text(text) => text.first(),
+                _ => None,
+            });
+            [before, after]
+                .into_iter()
+                .flatten()
+                .all(|byte| !id.as_bytes().contains(byte))
         })
     }
 
@@ -250,6 +278,29 @@ mod tests {
             .contains("no {body}"));
         assert!(template("{bdy}").unwrap_err().contains("{bdy}"));
         assert!(template("{body").is_err());
+    }
+
+    #[test]
+    fn a_signed_id_cannot_hold_the_text_beside_it() {
+        let declared = |content: &str| Declared {
+            keys: Vec::new(),
+            algorithm: Algorithm::Sha256,
+            signature_header: HeaderName::from_static("x-sig"),
+            prefix: String::new(),
+            encoding: Encoding::Hex,
+            content: template(content).unwrap(),
+            timestamp_header: None,
+            id: Source::Header(HeaderName::from_static("x-id")),
+            event_type: Source::Json("/type".into()),
+            tolerance_secs: 300,
+        };
+        let after = declared("{id}.{body}");
+        assert!(after.id_keeps_its_place("msg_1"));
+        assert!(!after.id_keeps_its_place(r#"a.{"v":1"#));
+        let before = declared("{body}:{id}");
+        assert!(before.id_keeps_its_place("a.b"));
+        assert!(!before.id_keeps_its_place("x:a"));
+        assert!(declared("v0:{timestamp}:{body}").id_keeps_its_place("a:b"));
     }
 
     #[test]

@@ -191,3 +191,38 @@ async fn a_github_replay_through_another_replica_is_a_duplicate() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+/// A GitHub body whose event the rules drop is remembered: sent again relabelled as an
+/// event that a rule forwards, it is a duplicate, not a first delivery.
+#[tokio::test]
+async fn a_dropped_github_body_cannot_come_back_relabelled() {
+    let upstream = Upstream::ok().await;
+    let config = format!(
+        "[[routes]]\nname = \"r\"\npath = \"/hook\"\nsecrets = [{GITHUB_SECRET:?}]\nprovider = \"github\"\n\
+         [[routes.rules]]\nevents = [\"push\"]\nupstream = \"{}\"\n\
+         [[routes.rules]]\nevents = [\"watch.*\"]\naction = \"drop\"\n",
+        upstream.url("/")
+    );
+    let proxy = Proxy::start(&config).await;
+    let body = r#"{"action":"started","repository":{"id":1}}"#;
+    let signature = github_sign(json!([{"secret": GITHUB_SECRET, "body": body}]));
+    let send = async |event: &str, delivery: &str| {
+        let headers = [
+            header("x-hub-signature-256", &signature[0]),
+            header("x-github-event", event),
+            header("x-github-delivery", delivery),
+        ];
+        let (status, _, reply) = post(&proxy.url("/hook"), &headers, body.as_bytes()).await;
+        (status, String::from_utf8_lossy(&reply).into_owned())
+    };
+    assert_eq!(
+        send("watch", "d-1").await,
+        (200, r#"{"outcome":"filtered"}"#.to_owned())
+    );
+    assert_eq!(
+        send("push", "d-2").await,
+        (200, r#"{"outcome":"duplicate"}"#.to_owned())
+    );
+    assert_eq!(upstream.count(), 0);
+    proxy.shutdown().await;
+}
