@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis};
+use super::raw::{
+    RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis, RawTelemetry,
+};
 use super::route::{routes, RouteDefaults, UpstreamTiming};
 use super::value::{at_least_one, duration, duration_or_zero, socket_addr};
 use super::*;
@@ -54,6 +56,9 @@ pub(super) fn build(
     base_dir: &Path,
     problems: &mut Problems,
 ) -> Option<Config> {
+    let recent_deliveries = raw.admin.recent_deliveries;
+    let admin_token = admin_token(raw.admin.token.as_deref(), base_dir, problems);
+    let telemetry = telemetry(raw.telemetry, problems);
     let (listen, admin_addr) = listen(raw.listen, raw.admin, base_dir, problems);
     let (limits, upstream) = limits(raw.limits, problems);
     let tolerance = duration(problems, "verify.tolerance", &raw.verify.tolerance);
@@ -80,12 +85,64 @@ pub(super) fn build(
         file: file.to_owned(),
         listen: listen?,
         admin_addr: admin_addr?,
+        admin_token,
+        recent_deliveries,
+        telemetry: telemetry?,
         limits: limits?,
         tolerance: tolerance?,
         dedup: dedup?,
         redis,
         log: log?,
         routes,
+    })
+}
+
+/// `admin.token`: a secret reference, resolved; empty is a mistake, not "no token".
+fn admin_token(spec: Option<&str>, base_dir: &Path, problems: &mut Problems) -> Option<AdminToken> {
+    let spec = spec?;
+    match SecretSource::parse(spec, base_dir).resolve() {
+        Ok(token) if token.len() >= 16 => Some(AdminToken(token)),
+        Ok(_) => {
+            problems.add(
+                "admin.token",
+                "shorter than 16 characters: too easy to guess",
+            );
+            None
+        }
+        Err(err) => {
+            problems.add("admin.token", chain(&err));
+            None
+        }
+    }
+}
+
+/// `[telemetry]`: an http(s) endpoint and a ratio in [0, 1].
+fn telemetry(raw: RawTelemetry, problems: &mut Problems) -> Option<Telemetry> {
+    let start = problems.0.len();
+    if let Some(endpoint) = &raw.otlp_endpoint {
+        let ok = endpoint.parse::<http::Uri>().is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()
+        });
+        if !ok {
+            problems.add(
+                "telemetry.otlp_endpoint",
+                format!("{endpoint:?} is not an http(s) URL"),
+            );
+        }
+    }
+    if !(0.0..=1.0).contains(&raw.sample_ratio) {
+        problems.add(
+            "telemetry.sample_ratio",
+            format!("{} is not between 0 and 1", raw.sample_ratio),
+        );
+    }
+    if raw.service_name.trim().is_empty() {
+        problems.add("telemetry.service_name", "empty");
+    }
+    (problems.0.len() == start).then_some(Telemetry {
+        otlp_endpoint: raw.otlp_endpoint,
+        service_name: raw.service_name,
+        sample_ratio: raw.sample_ratio,
     })
 }
 

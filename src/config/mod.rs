@@ -17,7 +17,8 @@ use crate::secret::SecretSource;
 use crate::verify::Scheme;
 use build::build;
 use raw::{
-    RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis, RawRoute, RawVerify,
+    RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis, RawRoute, RawTelemetry,
+    RawVerify,
 };
 
 /// The defaults, each with its reason.
@@ -26,6 +27,10 @@ pub mod defaults {
     pub const LISTEN_ADDR: &str = "0.0.0.0:8080";
     /// Every interface, so the kubelet's probes and Prometheus reach it.
     pub const ADMIN_ADDR: &str = "0.0.0.0:9090";
+    /// The last 1,000 requests: an incident's minutes at a few req/s, ~0.5 MB.
+    pub const RECENT_DELIVERIES: usize = 1000;
+    /// What traces name this service, unless `OTEL_SERVICE_NAME` says otherwise.
+    pub const SERVICE_NAME: &str = "hookwall";
     /// 1 MiB: Svix payloads are capped well below this; larger is abuse.
     pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
     /// Senders send about 15 headers; 100 is hyper's own default.
@@ -116,6 +121,12 @@ pub struct Config {
     pub file: PathBuf,
     pub listen: Listen,
     pub admin_addr: SocketAddr,
+    /// `admin.token`, resolved: enables `POST /dedup/forget` (contract §12).
+    pub admin_token: Option<AdminToken>,
+    /// `admin.recent_deliveries`: the ring behind `/deliveries` and `/` (0: off).
+    pub recent_deliveries: usize,
+    /// `[telemetry]`: where traces go, if anywhere (the `OTEL_*` variables win).
+    pub telemetry: Telemetry,
     pub limits: Limits,
     pub tolerance: Duration,
     pub dedup: DedupConfig,
@@ -240,6 +251,26 @@ impl RedisConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// The admin side's bearer token. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+/// `[telemetry]` as the file says it; `telemetry::init` lets the `OTEL_*` variables win.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Telemetry {
+    /// OTLP/HTTP base URL: spans go to `{endpoint}/v1/traces`. `None`: no exporter.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    /// Of the traces started here, in [0, 1]; a sender's sampled flag is followed.
+    pub sample_ratio: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,6 +448,7 @@ impl Config {
             reader.section::<RawDedup>("dedup"),
             reader.section::<Option<RawRedis>>("redis"),
             reader.section::<RawLog>("log"),
+            reader.section::<RawTelemetry>("telemetry"),
             reader.section::<Vec<RawRoute>>("routes"),
         );
         let (
@@ -427,6 +459,7 @@ impl Config {
             Some(dedup),
             Some(redis),
             Some(log),
+            Some(telemetry),
             Some(routes),
         ) = sections
         else {
@@ -440,6 +473,7 @@ impl Config {
             dedup,
             redis,
             log,
+            telemetry,
             routes,
         };
         let base_dir = file.parent().unwrap_or(Path::new("."));
@@ -451,8 +485,16 @@ impl Config {
     }
 }
 
-const SECTIONS: [&str; 8] = [
-    "listen", "admin", "limits", "verify", "dedup", "redis", "log", "routes",
+const SECTIONS: [&str; 9] = [
+    "listen",
+    "admin",
+    "limits",
+    "verify",
+    "dedup",
+    "redis",
+    "log",
+    "telemetry",
+    "routes",
 ];
 
 /// The part after `HOOKWALL_` of an override (`LISTEN__ADDR`), or `None` for a variable

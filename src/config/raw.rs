@@ -16,6 +16,7 @@ pub(super) struct RawConfig {
     pub(super) dedup: RawDedup,
     pub(super) redis: Option<RawRedis>,
     pub(super) log: RawLog,
+    pub(super) telemetry: RawTelemetry,
     pub(super) routes: Vec<RawRoute>,
 }
 
@@ -43,12 +44,35 @@ impl Default for RawListen {
 #[serde(default)]
 pub(super) struct RawAdmin {
     pub(super) addr: String,
+    /// A secret reference: enables `POST /dedup/forget`.
+    pub(super) token: Option<String>,
+    pub(super) recent_deliveries: usize,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             addr: defaults::ADMIN_ADDR.into(),
+            token: None,
+            recent_deliveries: defaults::RECENT_DELIVERIES,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub(super) struct RawTelemetry {
+    pub(super) otlp_endpoint: Option<String>,
+    pub(super) service_name: String,
+    pub(super) sample_ratio: f64,
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        RawTelemetry {
+            otlp_endpoint: None,
+            service_name: defaults::SERVICE_NAME.into(),
+            sample_ratio: 1.0,
         }
     }
 }

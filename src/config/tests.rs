@@ -475,3 +475,50 @@ fn providers_and_shadow_routes_validate() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn admin_token_recent_deliveries_and_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "an-admin-token-of-some-length\n").unwrap();
+    let file = dir.path().join("hookwall.toml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "{extra}\n[[routes]]\npath = \"/hook\"\nsecrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\nupstream = \"http://127.0.0.1:3000/\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let config = Config::load_with_env(&file, &[]).unwrap();
+    assert_eq!((config.admin_token, config.recent_deliveries), (None, 1000));
+    assert_eq!(config.telemetry.otlp_endpoint, None);
+    write(&format!(
+        "[admin]\ntoken = \"file:{}\"\nrecent_deliveries = 0\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 0.5",
+        token.display()
+    ));
+    let config = Config::load_with_env(&file, &[]).unwrap();
+    assert_eq!(
+        config.admin_token.unwrap().0,
+        "an-admin-token-of-some-length"
+    );
+    assert_eq!(config.recent_deliveries, 0);
+    assert_eq!(config.telemetry.sample_ratio, 0.5);
+    write(
+        "[admin]\ntoken = \"short\"\n[telemetry]\notlp_endpoint = \"grpc://x\"\nsample_ratio = 2.0",
+    );
+    let err = Config::load_with_env(&file, &[]).unwrap_err().to_string();
+    for key in [
+        "admin.token: shorter than 16",
+        "telemetry.otlp_endpoint",
+        "telemetry.sample_ratio",
+    ] {
+        assert!(err.contains(key), "{key} in {err}");
+    }
+    assert!(
+        !err.contains("short\""),
+        "the token is never printed: {err}"
+    );
+}
