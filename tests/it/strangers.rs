@@ -401,10 +401,17 @@ async fn verified_bodies_waiting_for_their_upstream_stay_counted() {
     // A refusal closes the connection while the sender may still be writing: a reset can
     // then discard the 503 before it is read. Every other answer is one of the two.
     let reset = answers.iter().filter(|a| a.is_empty()).count();
-    assert_eq!(overloaded + reset + ok, EVENTS, "{answers:?}");
+    // On a loaded machine a worker busy verifying 900 KB bodies reads the others late: one
+    // that looks stalled while the budget is full gives its room up (408). Also a refusal.
+    let gave_way = answers
+        .iter()
+        .filter(|a| a.starts_with("http/1.1 408"))
+        .count();
+    assert_eq!(overloaded + reset + gave_way + ok, EVENTS, "{answers:?}");
     assert!(overloaded > 0);
     let m = hw.metrics().await;
-    assert_eq!(m.requests("hook", "overloaded") as usize, EVENTS - held);
+    let refused = m.requests("hook", "overloaded") + m.requests("hook", "body_timeout");
+    assert_eq!(refused as usize, EVENTS - held);
 }
 
 /// Sends a signed ~900 KB event in four pieces, 20 ms apart: the answer's head, lowercased
