@@ -52,6 +52,8 @@ const REDIS_BUCKETS: [f64; 11] = [
 #[derive(Clone)]
 pub struct RedisMetrics {
     pub up: IntGauge,
+    /// A new primary found after a failover (the sentinels named another node).
+    pub primary_changes: IntCounter,
     commands: [[IntCounter; 3]; 6],
     duration: [Histogram; 6],
 }
@@ -386,8 +388,17 @@ impl Metrics {
             &REDIS_BUCKETS,
             &["op"],
         );
+        let primary_changes = register(
+            r,
+            IntCounter::new(
+                "hookwall_redis_primary_changes_total",
+                "A new Redis primary found after a failover (sentinels).",
+            )
+            .expect("a valid metric"),
+        );
         RedisMetrics {
             up,
+            primary_changes,
             commands: RedisOp::ALL.map(|op| {
                 REDIS_RESULTS.map(|result| commands.with_label_values(&[op.label(), result]))
             }),

@@ -399,7 +399,9 @@ impl Drop for Remote {
 /// Writes a claim's end (delivered, released) until Redis takes it: after a failure that
 /// may pass (Redis unreachable, slow, the connection lost), waits for this worker's link
 /// to be back and writes again, for at most `within`. Both writes may be repeated: a
-/// release deletes only this attempt's value, and delivered is a fact.
+/// release deletes only this attempt's value, and delivered is a fact. Tries are spaced
+/// (50 ms doubling to a second): a cluster's link stays up while one shard fails over, so
+/// waiting for the link alone would not wait at all.
 async fn settle<F, Fut>(
     redis: &Arc<Redis>,
     worker: usize,
@@ -411,10 +413,18 @@ where
     Fut: Future<Output = Result<(), StoreError>>,
 {
     let give_up = tokio::time::Instant::now() + within;
+    let mut pause = Duration::from_millis(50);
     loop {
         match write().await {
             Ok(()) => return Ok(()),
-            Err(err) if err.may_pass_later() && redis.until_up(worker, give_up).await => {}
+            Err(err) if err.may_pass_later() && redis.until_up(worker, give_up).await => {
+                let next = tokio::time::Instant::now() + pause;
+                if next >= give_up {
+                    return Err(err);
+                }
+                tokio::time::sleep_until(next).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
             Err(err) => return Err(err),
         }
     }

@@ -114,9 +114,8 @@ pub fn run(file: &std::path::Path) -> ExitCode {
                     OnStoreError::Local => "local",
                 };
                 println!(
-                    "dedup store = \"{store}\"; on_store_error = \"{on_error}\"; redis {} ({})",
-                    redis.display_url(),
-                    redis.source
+                    "dedup store = \"{store}\"; on_store_error = \"{on_error}\"; redis {}",
+                    redis.describe(),
                 );
                 warn_if_redis_unreachable(redis);
             }
@@ -147,12 +146,21 @@ fn warn_unread_env() {
 }
 
 /// A Redis that does not answer (or does not take writes) now is a warning, not an
-/// error: the config is valid, and `run` connects in the background.
+/// error: the config is valid, and `run` connects in the background. With sentinels or a
+/// cluster, each node that does not answer is a warning of its own.
 fn warn_if_redis_unreachable(config: &crate::config::RedisConfig) {
     let probe = async {
         let metrics = crate::metrics::Metrics::new();
         let redis = crate::redis::Redis::new(config, 1, metrics.redis())
             .map_err(crate::store::StoreError::Connect)?;
+        for (node, answer) in redis.ping_each().await {
+            if let Err(err) = answer {
+                eprintln!(
+                    "warning: redis node {node} does not answer now: {}",
+                    crate::logging::chain(&err)
+                );
+            }
+        }
         redis.probe().await
     };
     let result = tokio::runtime::Builder::new_current_thread()
@@ -168,7 +176,7 @@ fn warn_if_redis_unreachable(config: &crate::config::RedisConfig) {
         eprintln!(
             "warning: redis {} is not reachable or not writable now: {err} \
              (hookwall run starts anyway and connects in the background)",
-            config.display_url()
+            config.describe()
         );
     }
 }

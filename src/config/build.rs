@@ -5,9 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{
-    RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis, RawTelemetry,
-};
+use super::raw::{RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawTelemetry};
 use super::route::{routes, RouteDefaults, UpstreamTiming};
 use super::value::{at_least_one, duration, duration_or_zero, socket_addr};
 use super::*;
@@ -63,7 +61,9 @@ pub(super) fn build(
     let (limits, upstream) = limits(raw.limits, problems);
     let tolerance = duration(problems, "verify.tolerance", &raw.verify.tolerance);
     let dedup = dedup(raw.dedup, tolerance, problems);
-    let redis = raw.redis.and_then(|r| redis_section(r, base_dir, problems));
+    let redis = raw
+        .redis
+        .and_then(|r| super::redis_section::redis_section(r, base_dir, problems));
     if dedup.is_some_and(|d| d.store == StoreKind::Redis)
         && redis.is_none()
         && !problems.has("redis")
@@ -81,6 +81,12 @@ pub(super) fn build(
         redis_section_given: redis.is_some() || problems.has("redis"),
     };
     let routes = routes(raw.routes, base_dir, &defaults, problems);
+    super::redis_section::cluster_streams(
+        redis.as_ref(),
+        dedup.map(|d| d.store),
+        &routes,
+        problems,
+    );
     Some(Config {
         file: file.to_owned(),
         listen: listen?,
@@ -327,70 +333,5 @@ fn log(raw: RawLog, problems: &mut Problems) -> Option<LogConfig> {
     Some(LogConfig {
         format: format?,
         level: raw.level,
-    })
-}
-
-/// The `[redis]` section: the URL resolved (`env:`/`file:` as for secrets) and checked.
-fn redis_section(raw: RawRedis, base_dir: &Path, problems: &mut Problems) -> Option<RedisConfig> {
-    let start = problems.0.len();
-    let source = SecretSource::parse(&raw.url, base_dir);
-    let url = match source.resolve() {
-        Ok(url) => {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                problems.add(
-                    "redis.url",
-                    format!("{source}: not a redis:// or rediss:// URL"),
-                );
-            } else if let Err(err) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-                // The error names what is wrong, never the URL (it may hold a password).
-                problems.add(
-                    "redis.url",
-                    format!("{source}: not a usable Redis URL ({})", err.category()),
-                );
-            }
-            url
-        }
-        Err(err) => {
-            problems.add("redis.url", format!("{source}: {}", chain(&err)));
-            String::new()
-        }
-    };
-    let prefix = raw.key_prefix;
-    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
-        problems.add(
-            "redis.key_prefix",
-            format!("{prefix:?} must be non-empty visible ASCII without spaces"),
-        );
-    }
-    let timeout = duration(problems, "redis.timeout", &raw.timeout);
-    let stream_max_len = at_least_one(problems, "redis.stream_max_len", raw.stream_max_len);
-    let ca_file = raw.ca_file.and_then(|path| {
-        let path = base_dir.join(path);
-        if !url.starts_with("rediss://") {
-            problems.add("redis.ca_file", "needs a rediss:// URL (TLS)");
-            return None;
-        }
-        // Parsed as the upstreams' bundles are, so a bad file is named here, not at connect.
-        let checked = crate::tls::load_roots(&path)
-            .map_err(|err| chain(&err))
-            .and_then(|_| std::fs::read(&path).map_err(|err| format!("{}: {err}", path.display())));
-        match checked {
-            Ok(pem) => Some((path, pem)),
-            Err(err) => {
-                problems.add("redis.ca_file", err);
-                None
-            }
-        }
-    });
-    if problems.0.len() > start {
-        return None;
-    }
-    Some(RedisConfig {
-        source,
-        url,
-        key_prefix: prefix,
-        timeout: timeout?,
-        stream_max_len,
-        ca_file,
     })
 }

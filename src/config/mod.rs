@@ -16,6 +16,7 @@ use crate::route::Rules;
 use crate::secret::SecretSource;
 use crate::verify::Scheme;
 use build::build;
+pub use redis_section::{NodeAddr, RedisConfig, RedisMode, Resolved};
 use raw::{
     RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis, RawRoute, RawTelemetry,
     RawVerify,
@@ -105,6 +106,9 @@ const ENV_PREFIX: &str = "HOOKWALL_";
 
 mod build;
 mod raw;
+mod redis_section;
+#[cfg(test)]
+mod redis_tests;
 mod route;
 mod scheme;
 #[cfg(test)]
@@ -204,47 +208,6 @@ pub enum OnStoreError {
     Refuse,
     /// This process's own memory decides (counted in `hookwall_dedup_fallbacks_total`).
     Local,
-}
-
-/// The `[redis]` section. The URL may hold a password: `Debug` shows only its source.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisConfig {
-    /// Where the URL came from (`env:`, `file:`, or literal), for `check` and logs.
-    pub source: SecretSource,
-    /// The URL, resolved.
-    pub url: String,
-    pub key_prefix: String,
-    pub timeout: Duration,
-    pub stream_max_len: u64,
-    /// With `rediss://`: a PEM bundle of the CAs that vouch for the server, instead of
-    /// the system's roots (a private CA, as managed Redis services often use), and its
-    /// bytes as read at load.
-    pub ca_file: Option<(PathBuf, Vec<u8>)>,
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &format_args!("{}", self.source))
-            .field("key_prefix", &self.key_prefix)
-            .field("timeout", &self.timeout)
-            .field("stream_max_len", &self.stream_max_len)
-            .field("ca_file", &self.ca_file.as_ref().map(|(path, _)| path))
-            .finish()
-    }
-}
-
-impl RedisConfig {
-    /// The URL without credentials, for people: `redis://host:6379/0`.
-    pub fn display_url(&self) -> String {
-        match self.url.split_once("://") {
-            Some((scheme, rest)) => {
-                let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-                format!("{scheme}://{rest}")
-            }
-            None => "(invalid)".into(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

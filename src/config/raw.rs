@@ -158,7 +158,15 @@ impl Default for RawDedup {
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 pub(super) struct RawRedis {
-    pub(super) url: String,
+    /// Exactly one of `url`, `sentinels`, `cluster`; none of them: the default URL.
+    pub(super) url: Option<String>,
+    pub(super) sentinels: Option<Vec<String>>,
+    pub(super) master: Option<String>,
+    pub(super) cluster: Option<Vec<String>>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) sentinel_password: Option<String>,
+    pub(super) tls: Option<bool>,
     pub(super) key_prefix: String,
     pub(super) timeout: String,
     pub(super) stream_max_len: u64,
@@ -168,7 +176,14 @@ pub(super) struct RawRedis {
 impl Default for RawRedis {
     fn default() -> Self {
         RawRedis {
-            url: defaults::REDIS_URL.into(),
+            url: None,
+            sentinels: None,
+            master: None,
+            cluster: None,
+            username: None,
+            password: None,
+            sentinel_password: None,
+            tls: None,
             key_prefix: defaults::REDIS_KEY_PREFIX.into(),
             timeout: defaults::REDIS_TIMEOUT.into(),
             stream_max_len: defaults::REDIS_STREAM_MAX_LEN,

@@ -16,6 +16,17 @@ pub enum StoreError {
     Connect(#[source] redis::RedisError),
     #[error("Redis refused the command")]
     Command(#[source] redis::RedisError),
+    /// `sentinels`: none of them named a primary for `master` (none answered, or none
+    /// knows the name).
+    #[error("no sentinel named a primary for {master:?}")]
+    NoPrimary {
+        master: String,
+        #[source]
+        source: Option<redis::RedisError>,
+    },
+    /// `sentinels`: the node they named is not a primary (yet): never written to.
+    #[error("{addr}, named by the sentinels, says ROLE {role}, not master")]
+    NotPrimary { addr: String, role: String },
     /// The key holds something hookwall never writes (another program's key, or a
     /// `key_prefix` shared with one).
     #[error("the dedup key holds a value that is neither \"i:…\" nor \"d:…\"")]
@@ -28,7 +39,11 @@ impl StoreError {
     /// refused for what it is would be refused again.
     pub fn may_pass_later(&self) -> bool {
         match self {
-            StoreError::Down | StoreError::Timeout(_) | StoreError::Connect(_) => true,
+            StoreError::Down
+            | StoreError::Timeout(_)
+            | StoreError::Connect(_)
+            | StoreError::NoPrimary { .. }
+            | StoreError::NotPrimary { .. } => true,
             StoreError::Command(err) => connection_lost(err),
             StoreError::ForeignValue => false,
         }
@@ -40,11 +55,17 @@ impl StoreError {
     }
 }
 
-/// Errors after which the connection cannot be trusted: gone, or the server turned into
-/// a read-only replica.
+/// Errors after which the link cannot be trusted: gone, the server turned into a
+/// read-only replica, a primary that lost its replicas (`min-replicas-to-write`: it is
+/// being replaced), or a cluster without a primary for the slot (a failover under way).
+/// After one the primary is found again: asked of the sentinels, or the cluster's slots
+/// read again.
 pub fn connection_lost(err: &redis::RedisError) -> bool {
     err.is_io_error()
         || err.is_connection_dropped()
         || err.is_unrecoverable_error()
-        || err.code() == Some("READONLY")
+        || matches!(
+            err.code(),
+            Some("READONLY" | "NOREPLICAS" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "LOADING")
+        )
 }

@@ -1,23 +1,29 @@
 //! The Redis / Valkey edge: one multiplexed connection per worker, made on its thread;
 //! every command bounded by `redis.timeout`; an answer at once while Redis is known to be
 //! down, reconnection in the background, and up only once a probe has written (a READONLY
-//! replica stays down).
+//! replica stays down). The link goes to a `url`'s primary, to the primary the sentinels
+//! name (asked again on every reconnection: after READONLY, a refused write, an error), or
+//! to a Redis Cluster (`connect.rs`); the commands run on it the same way in every mode.
 
 mod commands;
+mod connect;
 mod error;
+pub mod keys;
 mod renewals;
+mod sentinel;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, FromRedisValue};
+use redis::FromRedisValue;
 
 use crate::chain::chain;
 use crate::config::RedisConfig;
 use crate::labels::RedisOp;
 use crate::metrics::RedisMetrics;
+pub use connect::Conn;
+use connect::Connector;
 use error::connection_lost;
 pub use error::StoreError;
 
@@ -27,10 +33,16 @@ const MIN_LEASE: Duration = Duration::from_secs(1);
 /// Reconnection waits this long after a failed attempt, doubling up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// With sentinels or a cluster, at most this: a failover promotes a replica within a few
+/// seconds, and each attempt is a few cheap commands; hookwall should follow at once.
+const HA_MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// A cluster's link is rebuilt (its slots read again) at most this often: its commands
+/// fail while a shard fails over, and every failure asks for a rebuild.
+const CLUSTER_REBUILD_PAUSE: Duration = Duration::from_millis(250);
 
 /// The shared store: one link per worker.
 pub struct Redis {
-    client: Client,
+    connector: Connector,
     prefix: String,
     timeout: Duration,
     links: Vec<Link>,
@@ -45,7 +57,7 @@ pub struct Redis {
 /// worker, renewed together by its `renew_leases` task.
 #[derive(Default)]
 struct Link {
-    conn: Mutex<Option<MultiplexedConnection>>,
+    conn: Mutex<Option<Conn>>,
     up: AtomicBool,
     back: tokio::sync::Notify,
     reconnecting: AtomicBool,
@@ -58,18 +70,9 @@ impl Redis {
         workers: usize,
         metrics: RedisMetrics,
     ) -> Result<Redis, redis::RedisError> {
-        let client = match &config.ca_file {
-            Some((_, pem)) => Client::build_with_tls(
-                config.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            )?,
-            None => Client::open(config.url.as_str())?,
-        };
+        let connector = Connector::new(config, metrics.primary_changes.clone())?;
         Ok(Redis {
-            client,
+            connector,
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             links: (0..workers.max(1)).map(|_| Link::default()).collect(),
@@ -84,9 +87,9 @@ impl Redis {
         (self.timeout * 8).max(MIN_LEASE)
     }
 
-    /// `{prefix}:dedup:{route}:{id}`.
+    /// `{prefix}:dedup:{route}:{id}`; in a cluster the route is its hash tag (`keys.rs`).
     pub fn dedup_key(&self, route: &str, id: &str) -> String {
-        format!("{}:dedup:{route}:{id}", self.prefix)
+        keys::dedup_key(&self.prefix, self.connector.is_cluster(), route, id)
     }
 
     /// Connects worker `worker`'s link in the background and starts renewing its claims'
@@ -103,8 +106,12 @@ impl Redis {
     }
 
     /// One command on worker `worker`'s link, within `redis.timeout`, counted. While the
-    /// link is down it fails at once; a timeout, a dropped connection or READONLY marks
-    /// it down and starts reconnecting.
+    /// link is down it fails at once; a timeout, a dropped connection, READONLY (and the
+    /// rest of `connection_lost`) marks it down and starts reconnecting (a cluster's link
+    /// keeps serving the shards that answer while it is rebuilt).
+    ///
+    /// Every command goes through here, whatever the mode: a new one (a script in
+    /// `commands.rs`) takes the `Conn` it is given and needs nothing else.
     pub(crate) async fn run<T, F, Fut>(
         self: &Arc<Self>,
         worker: usize,
@@ -112,7 +119,7 @@ impl Redis {
         command: F,
     ) -> Result<T, StoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
         T: FromRedisValue,
     {
@@ -149,6 +156,13 @@ impl Redis {
     }
 
     fn down(self: &Arc<Self>, worker: usize) {
+        if self.connector.is_cluster() {
+            // The cluster client follows MOVED and retries by itself; a rebuilt link reads
+            // the slots afresh (a killed primary's replica promoted), and until it is ready
+            // the other shards go on answering.
+            self.reconnect_in_background(worker);
+            return;
+        }
         if self.link(worker).take().is_some() {
             tracing::warn!(
                 worker,
@@ -192,6 +206,9 @@ impl Redis {
                     Ok(conn) => {
                         let link = this.link(worker);
                         link.set(conn);
+                        if this.connector.is_cluster() {
+                            tokio::time::sleep(CLUSTER_REBUILD_PAUSE).await;
+                        }
                         link.reconnecting.store(false, Ordering::Release);
                         this.refresh_up();
                         tracing::info!(worker, "Redis reachable and writable");
@@ -200,36 +217,25 @@ impl Redis {
                     Err(err) => {
                         tracing::debug!(worker, error = chain(&err), "Redis not reachable yet");
                         tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        backoff = (backoff * 2).min(this.max_backoff());
                     }
                 }
             }
         });
     }
 
-    /// A new connection that has written a probe key (a READONLY replica fails here).
-    async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_secs(1))))
-            .set_response_timeout(Some(self.timeout));
-        let attempt = async {
-            let mut conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(StoreError::Connect)?;
-            redis::cmd("SET")
-                .arg(format!("{}:probe", self.prefix))
-                .arg(1)
-                .arg("PX")
-                .arg(1000)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(StoreError::Command)?;
-            Ok(conn)
-        };
-        let bound = self.timeout.max(Duration::from_secs(1)) * 2;
-        tokio::time::timeout(bound, attempt)
+    fn max_backoff(&self) -> Duration {
+        match self.connector {
+            Connector::Url(_) => MAX_BACKOFF,
+            _ => HA_MAX_BACKOFF,
+        }
+    }
+
+    /// A new link that has written a probe key (a READONLY replica fails here).
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        let probe = format!("{}:probe", self.prefix);
+        let bound = self.connector.connect_bound(self.timeout);
+        tokio::time::timeout(bound, self.connector.connect(self.timeout, &probe))
             .await
             .map_err(|_| StoreError::Timeout(bound))?
     }
@@ -254,20 +260,26 @@ impl Redis {
     pub async fn probe(&self) -> Result<(), StoreError> {
         self.connect().await.map(|_| ())
     }
+
+    /// For `hookwall check`: each sentinel or cluster seed node, whether it answers now
+    /// (none with `url`).
+    pub async fn ping_each(&self) -> Vec<(String, Result<(), StoreError>)> {
+        self.connector.ping_each(self.timeout).await
+    }
 }
 
 impl Link {
-    fn current(&self) -> Option<MultiplexedConnection> {
+    fn current(&self) -> Option<Conn> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn set(&self, conn: MultiplexedConnection) {
+    fn set(&self, conn: Conn) {
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
         self.up.store(true, Ordering::Release);
         self.back.notify_waiters();
     }
 
-    fn take(&self) -> Option<MultiplexedConnection> {
+    fn take(&self) -> Option<Conn> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         self.up.store(false, Ordering::Release);
         conn.take()
