@@ -133,6 +133,16 @@ impl Dedup {
         self.in_flight.remove(key);
     }
 
+    /// An operator's forget (contract §12): a delivered `key` is forgotten, so the next
+    /// request with it is forwarded. One in flight is left alone. Returns what was known.
+    pub fn forget(&mut self, key: &str, now: Instant) -> Seen {
+        let seen = self.lookup(key, now);
+        if seen == Seen::Delivered {
+            self.delivered.pop(key);
+        }
+        seen
+    }
+
     /// How long a delivered id is remembered.
     pub fn ttl(&self) -> Duration {
         self.ttl
@@ -209,6 +219,25 @@ mod tests {
         d.release(&k);
         assert!(d.is_empty());
         assert_eq!(d.claim(&k, t0), Ok(()));
+    }
+
+    #[test]
+    fn a_forgotten_id_is_claimed_again_and_one_in_flight_is_left_alone() {
+        let t0 = Instant::now();
+        let mut d = dedup(10, 60);
+        let k = key("a", "msg_1");
+        assert_eq!(d.forget(&k, t0), Seen::New);
+        d.claim(&k, t0).unwrap();
+        assert_eq!(d.forget(&k, t0), Seen::Delivering);
+        assert_eq!(d.claim(&k, t0), Err(Taken::Delivering));
+        d.delivered(&k, t0);
+        assert_eq!(d.forget(&k, t0), Seen::Delivered);
+        assert!(d.is_empty());
+        assert_eq!(d.claim(&k, t0), Ok(()), "forwarded once more");
+        d.delivered(&k, t0);
+        assert_eq!(d.claim(&k, t0), Err(Taken::Delivered), "then remembered");
+        // An expired id is not remembered: nothing to forget.
+        assert_eq!(d.forget(&k, t0 + Duration::from_secs(60)), Seen::New);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Where message ids live: this process's memory (`dedup.rs`) and, with `store = "redis"`,
-//! Redis (`redis/`), the memory then caching delivered ids in front of it. A claim's end
-//! (delivered, released) is written to Redis by a tracked task that no cancellation skips.
+//! Redis (`redis/`), which then decides: the memory keeps this process's own forwards and
+//! a copy of the delivered ids, which answers only when Redis cannot (an operator may have
+//! forgotten an id through another replica, contract §12). A claim's end (delivered,
+//! released) is written to Redis by a tracked task that no cancellation skips.
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -86,7 +88,8 @@ impl Store {
         fallbacks: &IntCounter,
     ) -> Result<Seen, StoreError> {
         let local = self.with_memory(|d| d.lookup(id.key(), Instant::now()));
-        let Some(redis) = self.deciding_redis().filter(|_| local == Seen::New) else {
+        // This process's own forward is known for certain; a delivered copy is not.
+        let Some(redis) = self.deciding_redis().filter(|_| local != Seen::Delivering) else {
             return Ok(local);
         };
         // Boxed: the Redis path's futures would otherwise enlarge every request's future,
@@ -96,6 +99,9 @@ impl Store {
             Ok(seen) => {
                 if seen == Seen::Delivered {
                     self.remember_delivered(id.key());
+                } else if local == Seen::Delivered {
+                    // Forgotten through another replica (or lost by Redis): so here too.
+                    self.with_memory(|d| d.forget(id.key(), Instant::now()));
                 }
                 Ok(seen)
             }
@@ -117,8 +123,8 @@ impl Store {
         on_error: OnStoreError,
         fallbacks: &IntCounter,
     ) -> Result<Result<Claim, Taken>, StoreError> {
-        let mut claim = match self.claim_locally(id) {
-            Ok(claim) => claim,
+        let (mut claim, cached) = match self.claim_locally(id) {
+            Ok(claimed) => claimed,
             Err(taken) => return Ok(Err(taken)),
         };
         let Some(redis) = self.deciding_redis() else {
@@ -162,11 +168,19 @@ impl Store {
                 } else {
                     drop(pending);
                 }
+                if cached {
+                    // Whether it was forgotten elsewhere is unknown: the copy stays.
+                    claim.mark_delivered_locally();
+                }
                 match on_error {
                     OnStoreError::Refuse => Err(err),
                     OnStoreError::Local => {
                         fallbacks.inc();
-                        Ok(Ok(claim))
+                        Ok(if cached {
+                            Err(Taken::Delivered)
+                        } else {
+                            Ok(claim)
+                        })
                     }
                 }
             }
@@ -184,8 +198,8 @@ impl Store {
         stream: &str,
         entry: &Entry,
     ) -> Result<Result<String, Taken>, StoreError> {
-        let mut claim = match self.claim_locally(id) {
-            Ok(claim) => claim,
+        let (mut claim, cached) = match self.claim_locally(id) {
+            Ok(claimed) => claimed,
             Err(taken) => return Ok(Err(taken)),
         };
         // Config validation puts a [redis] section beside every stream rule.
@@ -194,7 +208,15 @@ impl Store {
             let key = redis.dedup_key(id.route(), id.id());
             let token = crate::redis::token();
             let ttl = self.ttl();
-            Box::pin(redis.append_once(worker, &key, &token, ttl, stream, entry)).await?
+            match Box::pin(redis.append_once(worker, &key, &token, ttl, stream, entry)).await {
+                Ok(appended) => appended,
+                Err(err) => {
+                    if cached {
+                        claim.mark_delivered_locally();
+                    }
+                    return Err(err);
+                }
+            }
         } else {
             Ok(Box::pin(redis.append(worker, stream, entry)).await?)
         };
@@ -209,16 +231,30 @@ impl Store {
         self.redis.as_ref().filter(|_| self.decided_in_redis)
     }
 
-    /// Claims an id in this process's memory first: its delivered cache and its own
-    /// forwards need no round trip.
-    fn claim_locally(self: &Arc<Self>, id: &Id) -> Result<Claim, Taken> {
-        self.with_memory(|d| d.claim(id.key(), Instant::now()))?;
-        Ok(Claim {
+    /// Claims an id in this process's memory first: its own forwards need no round trip,
+    /// nor, when Redis does not decide, its delivered ids. When Redis decides, a delivered
+    /// id here is only a copy (an operator may have forgotten it through another replica):
+    /// it is claimed here again for Redis to decide, and `true` says a copy was there, for
+    /// when Redis cannot answer.
+    fn claim_locally(self: &Arc<Self>, id: &Id) -> Result<(Claim, bool), Taken> {
+        let copy_only = self.decided_in_redis;
+        let cached = self.with_memory(|d| {
+            let now = Instant::now();
+            match d.claim(id.key(), now) {
+                Err(Taken::Delivered) if copy_only => {
+                    d.forget(id.key(), now);
+                    d.claim(id.key(), now).map(|()| true)
+                }
+                claimed => claimed.map(|()| false),
+            }
+        })?;
+        let claim = Claim {
             store: self.clone(),
             key: id.key().to_owned(),
             delivered: false,
             remote: None,
-        })
+        };
+        Ok((claim, cached))
     }
 
     fn remember_delivered(&self, key: &str) {

@@ -264,8 +264,9 @@ async fn with_local_this_process_decides_while_redis_is_down() {
     let m = proxy.metrics().await;
     assert_eq!(
         m.get("hookwall_dedup_fallbacks_total", &[("route", "r")]),
-        Some(1.0),
-        "the claim fell back; the duplicate was known locally"
+        Some(2.0),
+        "the claim fell back, and so did the duplicate: this process's copy of a \
+         delivered id answers only when Redis cannot"
     );
     assert_eq!(m.get("hookwall_redis_up", &[]), Some(0.0));
     proxy.shutdown().await;
@@ -487,11 +488,18 @@ async fn flushall_loses_nothing() {
     .await;
     redis.cmd(&["FLUSHALL"]);
     // Redis forgot: B forwards the retry again rather than drop it (a duplicate may pass;
-    // nothing is lost). A still remembers it in its own memory.
+    // nothing is lost). A's own copy does not decide while Redis answers (an operator
+    // may have forgotten the id, contract §12): A's duplicate is B's new mark.
     assert_eq!(
         send_event(&b.url("/hook"), "msg_f").await,
         (200, "upstream says 200".to_owned())
     );
+    until("B's delivered mark", async || {
+        redis
+            .get("hookwall:dedup:r:msg_f")
+            .is_some_and(|v| v.starts_with("d:"))
+    })
+    .await;
     assert_eq!(
         send_event(&a.url("/hook"), "msg_f").await,
         (200, r#"{"outcome":"duplicate"}"#.to_owned())
