@@ -75,17 +75,20 @@ pub enum RedisOp {
     Release,
     Lookup,
     Append,
+    /// An operator's forget (`POST /dedup/forget`).
+    Forget,
 }
 
 impl RedisOp {
     /// Every op, in declaration order (`op as usize` indexes it).
-    pub const ALL: [RedisOp; 6] = [
+    pub const ALL: [RedisOp; 7] = [
         RedisOp::Claim,
         RedisOp::Renew,
         RedisOp::Deliver,
         RedisOp::Release,
         RedisOp::Lookup,
         RedisOp::Append,
+        RedisOp::Forget,
     ];
 
     pub fn label(self) -> &'static str {
@@ -96,6 +99,7 @@ impl RedisOp {
             RedisOp::Release => "release",
             RedisOp::Lookup => "lookup",
             RedisOp::Append => "append",
+            RedisOp::Forget => "forget",
         }
     }
 }

@@ -105,6 +105,10 @@ pub async fn run(
     // Both listeners are bound. Ready before the acceptor starts, so that a listener that
     // fails at once (the acceptor then turns it unready) cannot be made ready after.
     shared.ready.store(true, Ordering::Release);
+    // The admin side's Redis link (forget) is driven by this runtime, which serves it.
+    if let Some(redis) = &shared.store.redis {
+        redis.start_admin();
+    }
     let admin_task = tokio::spawn(admin::serve(admin, shared.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(server::serve(public, shared.clone(), async {

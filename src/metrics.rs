@@ -54,8 +54,8 @@ pub struct RedisMetrics {
     pub up: IntGauge,
     /// A new primary found after a failover (the sentinels named another node).
     pub primary_changes: IntCounter,
-    commands: [[IntCounter; 3]; 6],
-    duration: [Histogram; 6],
+    commands: [[IntCounter; 3]; RedisOp::ALL.len()],
+    duration: [Histogram; RedisOp::ALL.len()],
 }
 
 impl RedisMetrics {

@@ -257,6 +257,28 @@ impl Store {
         Ok((claim, cached))
     }
 
+    /// An operator's forget (contract §12), of what `id` was known as: `Delivered` is now
+    /// forgotten, so the next request with it is forwarded; `Delivering` (in flight) and
+    /// `New` (not remembered) change nothing. With Redis deciding it is forgotten there in
+    /// one step, for every replica (their copies answer only when Redis cannot), and here;
+    /// the command runs on the admin side's link, within `redis.timeout`.
+    pub async fn forget(&self, id: &Id) -> Result<Seen, StoreError> {
+        let Some(redis) = self.deciding_redis() else {
+            return Ok(self.with_memory(|d| d.forget(id.key(), Instant::now())));
+        };
+        let key = redis.dedup_key(id.route(), id.id());
+        let seen = redis.forget(redis.admin_link(), &key).await?;
+        if seen != Seen::Delivering {
+            self.with_memory(|d| d.forget(id.key(), Instant::now()));
+        }
+        Ok(seen)
+    }
+
+    /// Whether ids are decided in Redis, for every replica (`store = "redis"`).
+    pub fn shared(&self) -> bool {
+        self.decided_in_redis
+    }
+
     fn remember_delivered(&self, key: &str) {
         self.with_memory(|d| {
             let now = Instant::now();
@@ -558,6 +580,21 @@ mod tests {
         assert_eq!(lookup(&store, &k).await, Seen::Delivered);
         assert!(matches!(claim(&store, &k).await, Err(Taken::Delivered)));
         assert_eq!(store.dedup_entries.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn forget_frees_a_delivered_id_once_and_leaves_one_in_flight() {
+        let store = store(10);
+        let k = Id::new("clerk", "msg_1");
+        assert_eq!(store.forget(&k).await.unwrap(), Seen::New);
+        let mut held = claim(&store, &k).await.unwrap();
+        assert_eq!(store.forget(&k).await.unwrap(), Seen::Delivering);
+        held.delivered();
+        drop(held);
+        assert_eq!(store.forget(&k).await.unwrap(), Seen::Delivered);
+        assert_eq!(store.dedup_entries.get(), 0);
+        claim(&store, &k).await.unwrap().delivered();
+        assert!(matches!(claim(&store, &k).await, Err(Taken::Delivered)));
     }
 
     #[tokio::test]

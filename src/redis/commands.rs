@@ -1,7 +1,8 @@
 //! The dedup protocol's commands on `{prefix}:dedup:{route}:{id}` (values `i:<token>` in
 //! flight, `d:<token>` delivered): claim (`SET NX PX GET`), renew and release (Lua
 //! compare-and-…, so only this attempt's value is touched), deliver (`SET PX ttl`), lookup
-//! (`GET`); and stream appends (`XADD`, or with the claim in one script, `APPEND_ONCE`).
+//! (`GET`); an operator's forget (`FORGET`: deletes a delivered mark, never a claim); and
+//! stream appends (`XADD`, or with the claim in one script, `APPEND_ONCE`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,18 @@ const RELEASE: &str =
 /// Extends KEYS[1]'s lease to ARGV[2] ms only if it still holds ARGV[1].
 const RENEW: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
 
+/// Deletes KEYS[1] only if it holds a delivered mark, in one step (a claim written between
+/// a GET and a DEL is never deleted). Returns 1 deleted, 0 no key, 2 a claim (in flight),
+/// 3 a value hookwall never writes.
+const FORGET: &str = r"
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+local kind = string.sub(value, 1, 2)
+if kind == 'd:' then redis.call('DEL', KEYS[1]) return 1 end
+if kind == 'i:' then return 2 end
+return 3
+";
+
 /// KEYS[1] the dedup key, KEYS[2] the stream; ARGV[1] ttl ms, ARGV[2] the delivered
 /// value, ARGV[3] the stream's approximate max length, then the entry's fields and values.
 /// Returns `{1, entry id}` once appended, or `{0, value}` if the id was already known.
@@ -37,6 +50,7 @@ pub(super) struct Scripts {
     release: Script,
     renew: Script,
     append_once: Script,
+    forget: Script,
 }
 
 impl Default for Scripts {
@@ -45,6 +59,7 @@ impl Default for Scripts {
             release: Script::new(RELEASE),
             renew: Script::new(RENEW),
             append_once: Script::new(APPEND_ONCE),
+            forget: Script::new(FORGET),
         }
     }
 }
@@ -152,6 +167,22 @@ impl Redis {
                 Taken::Delivering => Seen::Delivering,
                 Taken::Delivered => Seen::Delivered,
             }),
+        }
+    }
+
+    /// An operator's forget of `key`: what it held (`Delivered` if the mark was deleted;
+    /// a claim in flight is left alone).
+    pub async fn forget(self: &Arc<Self>, worker: usize, key: &str) -> Result<Seen, StoreError> {
+        let held: i64 = self
+            .run(worker, RedisOp::Forget, |mut conn| async move {
+                self.scripts.forget.key(key).invoke_async(&mut conn).await
+            })
+            .await?;
+        match held {
+            0 => Ok(Seen::New),
+            1 => Ok(Seen::Delivered),
+            2 => Ok(Seen::Delivering),
+            _ => Err(StoreError::ForeignValue),
         }
     }
 

@@ -1,5 +1,6 @@
-//! The Redis / Valkey edge: one multiplexed connection per worker, made on its thread;
-//! every command bounded by `redis.timeout`; an answer at once while Redis is known to be
+//! The Redis / Valkey edge: one multiplexed connection per worker, made on its thread, and
+//! one for the admin side (forget), made on the main thread that serves it; every command
+//! bounded by `redis.timeout`; an answer at once while Redis is known to be
 //! down, reconnection in the background, and up only once a probe has written (a READONLY
 //! replica stays down). The link goes to a `url`'s primary, to the primary the sentinels
 //! name (asked again on every reconnection: after READONLY, a refused write, an error), or
@@ -40,7 +41,7 @@ const HA_MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// fail while a shard fails over, and every failure asks for a rebuild.
 const CLUSTER_REBUILD_PAUSE: Duration = Duration::from_millis(250);
 
-/// The shared store: one link per worker.
+/// The shared store: one link per worker, then the admin side's.
 pub struct Redis {
     connector: Connector,
     prefix: String,
@@ -75,7 +76,7 @@ impl Redis {
             connector,
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
-            links: (0..workers.max(1)).map(|_| Link::default()).collect(),
+            links: (0..workers.max(1) + 1).map(|_| Link::default()).collect(),
             metrics,
             scripts: commands::Scripts::default(),
             stream_max_len: config.stream_max_len,
@@ -99,6 +100,19 @@ impl Redis {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(self.clone().renew_leases(worker));
         }
+    }
+
+    /// The admin side's link, as a `worker` index: its commands (an operator's forget)
+    /// run on the runtime that serves the admin listener, never on a worker's connection,
+    /// whose driver that runtime must not take over by reconnecting it.
+    pub fn admin_link(&self) -> usize {
+        self.links.len() - 1
+    }
+
+    /// Connects the admin side's link in the background, on the calling runtime (the one
+    /// serving the admin listener). It counts in `hookwall_redis_up` like the others.
+    pub fn start_admin(self: &Arc<Self>) {
+        self.reconnect_in_background(self.admin_link());
     }
 
     fn link(&self, worker: usize) -> &Link {
