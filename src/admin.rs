@@ -1,7 +1,8 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, never on the public port, with
-//! its own bound on connections (`places`): whatever a client of the admin port holds open,
-//! a probe on a new connection is answered.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz` and `POST /dedup/forget` (`forget`),
+//! never on the public port, with its own bound on connections (`places`): whatever a
+//! client of the admin port holds open, a probe on a new connection is answered.
 
+mod forget;
 mod places;
 
 use std::convert::Infallible;
@@ -56,10 +57,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let requests = place.requests();
-            let service = service_fn(move |request| {
+            let service = service_fn(move |request: Request<Incoming>| {
                 let busy = requests.start();
-                let response = respond(&shared, &request);
-                async move { Ok::<_, Infallible>(response.map(|body| Answer { body, _busy: busy })) }
+                let shared = shared.clone();
+                async move {
+                    let response = match request.uri().path() {
+                        // The one answer that waits: on the body, and on Redis.
+                        forget::PATH => forget::answer(&shared, request).await,
+                        _ => respond(&shared, &request),
+                    };
+                    Ok::<_, Infallible>(response.map(|body| Answer { body, _busy: busy }))
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

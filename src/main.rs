@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hookwall::cli::{self, exit, send::SendArgs};
+use hookwall::cli::{self, exit, forget::ForgetArgs, send::SendArgs};
 use hookwall::config::{Config, CONFIG_ENV};
 use hookwall::Control;
 use tokio::net::TcpListener;
@@ -28,6 +28,8 @@ enum Command {
     Check(ConfigArg),
     /// Sign a body the way Svix does and POST it
     Send(SendArgs),
+    /// Ask the running proxy to forget a delivered id: the sender's next resend is forwarded
+    Forget(ForgetArgs),
     /// Show the whole job on loopback: valid, forged, stale, duplicate and filtered events
     Demo,
 }
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
     match command {
         Command::Check(arg) => cli::check::run(&arg.file()),
         Command::Send(args) => runtime.block_on(cli::send::run(args)),
+        Command::Forget(args) => runtime.block_on(cli::forget::run(args)),
         Command::Demo => runtime.block_on(cli::demo::run()),
         Command::Run(arg) => runtime.block_on(run(&arg.file())),
     }

@@ -96,6 +96,7 @@ pub struct Metrics {
     clock_skew: HistogramVec,
     last_verified: GaugeVec,
     dedup_fallbacks: IntCounterVec,
+    dedup_forgotten: IntCounterVec,
     shadow_verdicts: IntCounterVec,
     /// Per route, the event-type counters made so far (bounded), kept across reloads.
     event_types: Mutex<HashMap<String, Arc<EventCounters>>>,
@@ -184,6 +185,29 @@ fn histograms(
     )
 }
 
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let gauges = GaugeVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    register(registry, gauges)
+}
+
+/// `hookwall_dedup_fallbacks_total` and `hookwall_dedup_forgotten_total`, by route.
+fn dedup_counters(registry: &Registry) -> (IntCounterVec, IntCounterVec) {
+    let fallbacks = counters(
+        registry,
+        "hookwall_dedup_fallbacks_total",
+        "Dedup decisions taken by this process's memory because Redis was \
+         unreachable (on_store_error = \"local\").",
+        &["route"],
+    );
+    let forgotten = counters(
+        registry,
+        "hookwall_dedup_forgotten_total",
+        "Ids forgotten by an operator (POST /dedup/forget).",
+        &["route"],
+    );
+    (fallbacks, forgotten)
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     register(registry, IntGauge::new(name, help).expect("a valid metric"))
 }
@@ -225,6 +249,7 @@ impl Metrics {
             &["reason"],
         );
         build_info(&r);
+        let (dedup_fallbacks, dedup_forgotten) = dedup_counters(&r);
         Metrics {
             requests: counters(
                 &r,
@@ -287,16 +312,11 @@ impl Metrics {
                 &SKEW_BUCKETS,
                 &["route"],
             ),
-            last_verified: register(
+            last_verified: gauges(
                 &r,
-                GaugeVec::new(
-                    Opts::new(
-                        "hookwall_last_verified_timestamp_seconds",
-                        "Unix time of the last verified request.",
-                    ),
-                    &["route"],
-                )
-                .expect("a valid metric"),
+                "hookwall_last_verified_timestamp_seconds",
+                "Unix time of the last verified request.",
+                &["route"],
             ),
             shadow_verdicts: counters(
                 &r,
@@ -304,13 +324,8 @@ impl Metrics {
                 "Shadow routes (enforce = false): what enforcing would have answered.",
                 &["route", "verdict"],
             ),
-            dedup_fallbacks: counters(
-                &r,
-                "hookwall_dedup_fallbacks_total",
-                "Dedup decisions taken by this process's memory because Redis was \
-                 unreachable (on_store_error = \"local\").",
-                &["route"],
-            ),
+            dedup_fallbacks,
+            dedup_forgotten,
             event_types: Mutex::new(HashMap::new()),
             registry: r,
         }
@@ -333,6 +348,8 @@ impl Metrics {
     /// Resolves (and so creates at 0) every series of one route.
     /// `shadow`: the route does not enforce (its verdict series exist at 0 too).
     pub fn route(&self, name: &str, secrets: usize, shadow: bool) -> RouteMetrics {
+        // At 0 from the start; counted off the request path (`forgotten`).
+        self.dedup_forgotten.with_label_values(&[name]);
         RouteMetrics {
             route: name.to_owned(),
             requests: std::array::from_fn(|i| {
@@ -435,6 +452,11 @@ impl Metrics {
     pub fn evictions(&self, evictions: crate::dedup::Evictions) {
         self.evicted_for_capacity.inc_by(evictions.capacity);
         self.evicted_expired.inc_by(evictions.expired);
+    }
+
+    /// An id of route `route` forgotten by an operator.
+    pub fn forgotten(&self, route: &str) {
+        self.dedup_forgotten.with_label_values(&[route]).inc();
     }
 
     pub fn reload(&self, ok: bool) {

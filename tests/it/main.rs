@@ -10,6 +10,7 @@ mod admin;
 mod cli;
 mod examples;
 mod exposure;
+mod forget;
 mod fuzz;
 mod lifecycle;
 mod providers;
