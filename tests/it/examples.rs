@@ -100,7 +100,12 @@ fn kubernetes_manifests_parse_and_agree_with_the_config() {
     let config_map = kind("ConfigMap")[0];
     let toml = config_map["data"]["hookwall.toml"].as_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for file in ["clerk/current", "clerk/previous", "stripe/endpoint-secret"] {
+    for file in [
+        "clerk/current",
+        "clerk/previous",
+        "stripe/endpoint-secret",
+        "admin/token",
+    ] {
         let file = dir.path().join(file);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, SECRET).unwrap();
@@ -157,6 +162,30 @@ fn kubernetes_manifests_parse_and_agree_with_the_config() {
     assert_eq!(
         hookwall["livenessProbe"]["httpGet"]["path"].as_str(),
         Some("/healthz")
+    );
+    // Forget (contract §12) is on, its token read from a file mounted from a Secret.
+    assert_eq!(
+        config.admin_token.as_ref().map(|token| token.0.as_str()),
+        Some(SECRET)
+    );
+    let mounted = hookwall["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some("/var/run/secrets/hookwall/admin"))
+        .expect("the admin token's mount");
+    let volume = pod["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mounted["name"])
+        .unwrap();
+    let secret = volume["secret"]["secretName"].as_str().unwrap();
+    assert!(
+        kind("Secret")
+            .iter()
+            .any(|s| s["metadata"]["name"].as_str() == Some(secret)),
+        "{secret}"
     );
     // The public Service targets hookwall's port, never the backend's.
     let public = kind("Service")
