@@ -7,9 +7,11 @@
 //! appends); `shadow` runs a route that does not enforce; `request` is what the stages of
 //! one request share; `outcome` maps how a request ended to its answer. `store` and
 //! `redis` hold the ids (memory, Redis); `tasks` tracks the work that outlives a request.
-//! `config` reads the TOML once into typed values. `labels` holds the label values that
-//! several layers name (outcomes, `_unmatched`, Redis ops) and imports none of them: no
-//! two files of `src/` import each other, even through others (CI checks it).
+//! `config` reads the TOML once into typed values. `deliveries` is the ring of the last
+//! requests answered, which `admin` shows (`/deliveries`, the page `/`). `labels` holds
+//! the label values that several layers name (outcomes, `_unmatched`, Redis ops) and
+//! imports none of them: no two files of `src/` import each other, even through others
+//! (CI checks it).
 
 pub mod admin;
 pub mod body;
@@ -18,6 +20,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod dedup;
+pub mod deliveries;
 pub mod forward;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -7,7 +7,7 @@
 
 use std::error::Error as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -19,9 +19,10 @@ use tracing::Instrument as _;
 
 use crate::budget::Room;
 use crate::dedup::{Seen, Taken};
+use crate::deliveries::{Answer, Facts};
 use crate::forward::{self, Holds, Peer};
 use crate::logging;
-use crate::outcome::{rescue, Done, Reject};
+use crate::outcome::{rescue, Done, Outcome, Reject};
 use crate::request::{unix_now, Arrived, Context};
 use crate::route::{Decision, Upstream};
 use crate::state::{Live, RouteState, Shared};
@@ -59,7 +60,9 @@ pub async fn handle(
         span: &span,
     };
     let mut route = None;
-    let result = handle_inner(&cx, request, &mut route)
+    // What the recent deliveries keep of it, collected only while the ring is on.
+    let mut facts = Facts::new(shared.deliveries.on());
+    let result = handle_inner(&cx, request, &mut route, &mut facts)
         .instrument(span.clone())
         .await;
     // A body left unread: nothing more of it is wanted (HTTP/2 ends just the stream).
@@ -69,6 +72,10 @@ pub async fn handle(
     let error = match &result {
         Err(Reject::Upstream(err)) if err.source().is_some() => Some(logging::chain(err)),
         Err(Reject::StoreUnavailable(err)) => Some(logging::chain(err)),
+        _ => None,
+    };
+    let upstream_status = match &result {
+        Ok(Done::Upstream(reply)) => Some(reply.status.as_u16()),
         _ => None,
     };
     let (outcome, mut response) = rescue(result);
@@ -82,7 +89,12 @@ pub async fn handle(
     metrics.request(outcome);
     let elapsed = started.elapsed();
     metrics.request_duration.observe(elapsed.as_secs_f64());
-    let (outcome, status) = (outcome.label(), response.status().as_u16());
+    let status = response.status().as_u16();
+    if facts.on() {
+        // The traces' code sets the trace id here (`Facts::trace_id`), when there is one.
+        remember(shared, facts, route, (outcome, status, upstream_status), elapsed);
+    }
+    let outcome = outcome.label();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     match error {
         None => tracing::info!(parent: &span, outcome, status, latency_ms, "request"),
@@ -96,6 +108,29 @@ pub async fn handle(
         }
     }
     response
+}
+
+/// Records an answered request in the recent deliveries: its facts, its route, its outcome
+/// and statuses (the sender's, the upstream's), and how long it took.
+fn remember(
+    shared: &Shared,
+    facts: Facts,
+    route: Option<&RouteState>,
+    (outcome, status, upstream_status): (Outcome, u16, Option<u16>),
+    elapsed: Duration,
+) {
+    let answer = Answer {
+        arrived: SystemTime::now()
+            .checked_sub(elapsed)
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+        route: route.map(|route| route.route.name.clone()),
+        provider: route.map(|route| route.route.scheme.provider()),
+        outcome,
+        status,
+        upstream_status,
+        duration: elapsed,
+    };
+    shared.deliveries.record(facts.answered(answer));
 }
 
 /// Counts a request in `hookwall_in_flight_requests` until dropped, also when hyper drops
@@ -119,6 +154,7 @@ async fn handle_inner<'a>(
     cx: &Context<'a>,
     request: Request<Incoming>,
     found: &mut Option<&'a RouteState>,
+    facts: &mut Facts,
 ) -> Result<Done, Reject> {
     check_header_limits(request.headers(), cx.live)?;
     let route = cx
@@ -128,7 +164,7 @@ async fn handle_inner<'a>(
     *found = Some(route);
     cx.span.record("route", &*route.route.name);
     if !route.route.enforce {
-        return crate::shadow::watch(cx, route, request).await;
+        return crate::shadow::watch(cx, route, request, facts).await;
     }
     if request.method() != Method::POST {
         return Err(Reject::MethodNotAllowed);
@@ -141,12 +177,13 @@ async fn handle_inner<'a>(
     let head = scheme.head(&parts.headers, now)?;
     if let Some(id) = head.id() {
         cx.span.record("id", id);
+        facts.id(id);
     }
     let (body, room) = cx.read_body(body, &parts.headers).await?;
     let verified = scheme.body(&head, &body)?;
 
     // From here on the request is authentic and fresh.
-    let event = cx.verified(route, &verified, now);
+    let event = cx.verified(route, &verified, now, facts);
     let arrived = Arrived {
         route,
         id: Id::new(&route.route.name, verified.key()),

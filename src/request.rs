@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use crate::body::BodyError;
 use crate::budget::Room;
+use crate::deliveries::Facts;
 use crate::forward::{self, Peer};
 use crate::route::EventType;
 use crate::state::{Live, RouteState, Shared};
@@ -41,12 +42,14 @@ impl<'a> Context<'a> {
     }
 
     /// Counts a verified request (the secrets that signed it, its clock skew, its event
-    /// type) and names it in the span: its event type, for the rules.
+    /// type), names it in the span and in the request's `facts` (the recent deliveries):
+    /// its event type, for the rules.
     pub(crate) fn verified<'b>(
         &self,
         route: &RouteState,
         verified: &Verified<'_, 'b>,
         now: u64,
+        facts: &mut Facts,
     ) -> EventType<'b> {
         let metrics = &route.metrics;
         metrics.secrets_matched(verified.matched);
@@ -65,6 +68,12 @@ impl<'a> Context<'a> {
         if let EventType::Valid(name) = &event {
             self.span.record("event_type", &**name);
         }
+        let valid = match &event {
+            EventType::Valid(name) => Some(&**name),
+            EventType::None | EventType::Invalid => None,
+        };
+        let secret = verified.matched.first();
+        facts.verified(verified.id.as_str(), verified.key(), valid, secret);
         event
     }
 }

@@ -9,6 +9,7 @@ use http::{HeaderName, Method, Request};
 use hyper::body::Incoming;
 
 use crate::dedup::Taken;
+use crate::deliveries::Facts;
 use crate::forward::{self, Holds};
 use crate::outcome::{verify_outcome, Done, Outcome, Reject};
 use crate::request::{unix_now, Arrived, Context};
@@ -20,11 +21,12 @@ use crate::store::{Claim, Id};
 pub const HOOKWALL_VERDICT: HeaderName = HeaderName::from_static("hookwall-verdict");
 
 /// Watches one request on a shadow route: reads it as enforcing would (its verdict), and
-/// forwards it whatever that is.
+/// forwards it whatever that is. What it learns of the request goes in `facts`.
 pub(crate) async fn watch(
     cx: &Context<'_>,
     route: &RouteState,
     request: Request<Incoming>,
+    facts: &mut Facts,
 ) -> Result<Done, Reject> {
     let (parts, body) = request.into_parts();
     let now = unix_now();
@@ -32,6 +34,7 @@ pub(crate) async fn watch(
     let head = scheme.head(&parts.headers, now);
     if let Some(id) = head.as_ref().ok().and_then(|head| head.id()) {
         cx.span.record("id", id);
+        facts.id(id);
     }
     // hookwall's own bounds are not watched: they refuse.
     let (body, room) = cx.read_body(body, &parts.headers).await?;
@@ -56,7 +59,7 @@ pub(crate) async fn watch(
             None,
         ),
         Ok(verified) => {
-            let event = cx.verified(route, &verified, now);
+            let event = cx.verified(route, &verified, now, facts);
             let id = Id::new(&route.route.name, verified.key());
             let (verdict, claim) = claimed(cx, route, &id).await;
             (id, event, verified.timestamp, verdict, claim)

@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::budget::{Budget, WorkerBudget};
 use crate::config::{Config, Limits, Route};
+use crate::deliveries::Deliveries;
 use crate::forward::client::Client;
 use crate::forward::{Forward, Holds};
 use crate::in_flight::InFlight;
@@ -132,6 +133,9 @@ impl Live {
                             .unwrap_or(HeaderValue::from_static("_invalid")),
                         route: Route {
                             rules: route.rules.for_worker(),
+                            // Each worker's own: the recent-deliveries ring keeps a
+                            // reference per request.
+                            name: Arc::from(&*route.name),
                             ..route.clone()
                         },
                     });
@@ -187,6 +191,8 @@ pub struct Shared {
     pub default_clients: Vec<Arc<Client>>,
     /// Forwards and Redis writes of a claim's end, which may outlive their request.
     pub tasks: Arc<Tasks>,
+    /// The last `admin.recent_deliveries` requests answered, for `/deliveries` and `/`.
+    pub deliveries: Deliveries,
 }
 
 /// Why the proxy cannot start.
@@ -222,6 +228,7 @@ impl Shared {
             metrics.clone(),
             tasks.clone(),
         ));
+        let deliveries = Deliveries::new(config.recent_deliveries);
         let lives = Live::for_workers(config, &metrics, &default_clients, None)?;
         Ok(Shared {
             metrics,
@@ -236,6 +243,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             default_clients,
             tasks,
+            deliveries,
         })
     }
 
@@ -272,13 +280,15 @@ impl Shared {
 
     /// Puts a new config in force (one `Live` per worker); dedup memory carries over, and
     /// each route's bound on forwards, resized to its `max_in_flight` (on the runtime:
-    /// lowering one may start a task).
+    /// lowering one may start a task), and the recent deliveries, resized to
+    /// `admin.recent_deliveries` (the newest kept).
     pub fn swap(&self, lives: Vec<Live>) {
         let Some(first) = lives.first() else {
             return;
         };
         self.budget.set_max(first.config.limits.max_buffered_bytes);
         self.store.reconfigure(first.config.dedup);
+        self.deliveries.resize(first.config.recent_deliveries);
         for route in &first.routes {
             route.in_flight.resize(route.route.max_in_flight);
         }

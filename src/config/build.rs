@@ -55,6 +55,15 @@ pub(super) fn build(
     problems: &mut Problems,
 ) -> Option<Config> {
     let recent_deliveries = raw.admin.recent_deliveries;
+    if recent_deliveries > defaults::MAX_RECENT_DELIVERIES {
+        problems.add(
+            "admin.recent_deliveries",
+            format!(
+                "{recent_deliveries} is more than {}: the ring's slots are reserved at start",
+                defaults::MAX_RECENT_DELIVERIES
+            ),
+        );
+    }
     let admin_token = admin_token(raw.admin.token.as_deref(), base_dir, problems);
     let telemetry = telemetry(raw.telemetry, problems);
     let (listen, admin_addr) = listen(raw.listen, raw.admin, base_dir, problems);

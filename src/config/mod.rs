@@ -30,6 +30,10 @@ pub mod defaults {
     pub const ADMIN_ADDR: &str = "0.0.0.0:9090";
     /// The last 1,000 requests: an incident's minutes at a few req/s, ~0.5 MB.
     pub const RECENT_DELIVERIES: usize = 1000;
+    /// The most `admin.recent_deliveries` may be: the slots are reserved at start (about
+    /// 130 bytes each, and up to ~600 more for the strings a full entry holds: ~70 MB at
+    /// worst), and `/deliveries` reads the ring under the lock each request takes.
+    pub const MAX_RECENT_DELIVERIES: usize = 100_000;
     /// What traces name this service, unless `OTEL_SERVICE_NAME` says otherwise.
     pub const SERVICE_NAME: &str = "hookwall";
     /// 1 MiB: Svix payloads are capped well below this; larger is abuse.
