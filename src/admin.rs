@@ -1,9 +1,13 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz` and `POST /dedup/forget` (`forget`),
-//! never on the public port, with its own bound on connections (`places`): whatever a
-//! client of the admin port holds open, a probe on a new connection is answered.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, the recent deliveries (`GET
+//! /deliveries` in `recent`, the page `GET /` in `page`) and `POST /dedup/forget`
+//! (`forget`), never on the public port, with its own bound on connections (`places`):
+//! whatever a client of the admin port holds open, a probe on a new connection is answered.
 
 mod forget;
+mod page;
 mod places;
+mod query;
+mod recent;
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -128,6 +132,8 @@ fn respond(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>
             response
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/deliveries" => recent::deliveries(&shared.deliveries, request.uri().query()),
+        "/" => page::page(shared, request.uri().query()),
         "/readyz" => {
             if shared.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "ready\n")
