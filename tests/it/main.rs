@@ -8,6 +8,7 @@ mod helpers;
 mod abuse;
 mod admin;
 mod cli;
+mod deliveries;
 mod examples;
 mod exposure;
 mod forget;

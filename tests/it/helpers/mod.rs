@@ -297,6 +297,11 @@ impl Proxy {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The config file it started with, which `reload` reads again.
+    pub fn config_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("hookwall.toml")
+    }
+
     pub async fn reload(&self) {
         self.control.send(Control::Reload).await.unwrap();
     }
