@@ -6,7 +6,8 @@
 //! `route` (pure) → `forward` (a forward's whole life) or `stream` (the entry a stream rule
 //! appends); `shadow` runs a route that does not enforce; `request` is what the stages of
 //! one request share; `outcome` maps how a request ended to its answer. `store` and
-//! `redis` hold the ids (memory, Redis); `tasks` tracks the work that outlives a request.
+//! `redis` hold the ids (memory, Redis); `tasks` tracks the work that outlives a request;
+//! `telemetry` exports traces of it all (nothing, without an endpoint).
 //! `config` reads the TOML once into typed values. `deliveries` is the ring of the last
 //! requests answered, which `admin` shows (`/deliveries`, the page `/`). `labels` holds
 //! the label values that several layers name (outcomes, `_unmatched`, Redis ops) and
@@ -42,6 +43,7 @@ pub mod state;
 pub mod store;
 pub mod stream;
 pub mod tasks;
+pub mod telemetry;
 pub mod tls;
 pub mod verify;
 
@@ -258,6 +260,10 @@ fn load_again(shared: &Shared) -> Result<Vec<Live>, ReloadError> {
     if new.log.format != was.log.format {
         tracing::warn!("log.format changed: takes effect at the next restart");
         new.log.format = was.log.format;
+    }
+    if new.telemetry != was.telemetry {
+        tracing::warn!("[telemetry] changed: takes effect at the next restart");
+        new.telemetry = was.telemetry.clone();
     }
     if new.redis != was.redis || new.dedup.store != was.dedup.store {
         tracing::warn!(

@@ -4,12 +4,17 @@
 use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 
-use tracing_subscriber::layer::SubscriberExt as _;
+use opentelemetry_sdk::trace::SdkTracer;
+use tracing::Subscriber;
+use tracing_appender::non_blocking::NonBlocking;
+use tracing_subscriber::layer::{Layer, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 pub use crate::chain::chain;
 use crate::config::{LogConfig, LogFormat, LOG_ENV};
+use crate::telemetry;
 
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
@@ -25,34 +30,57 @@ fn filter_for(level: &str) -> EnvFilter {
 /// through a writer thread, so a request never waits on a write(2); if stderr cannot keep
 /// up, lines are dropped rather than requests stalled. Keep the guard until exit: dropping
 /// it flushes what is queued.
-pub fn init(log: &LogConfig) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+///
+/// With `tracer` (traces are exported: `telemetry`), the log filter becomes the log
+/// layer's own and the `tracing-opentelemetry` layer sees the request spans whatever the
+/// log level; without, the subscriber is the one it always was: no layer, no cost.
+pub fn init(
+    log: &LogConfig,
+    tracer: Option<SdkTracer>,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let (filter, handle) = reload::Layer::new(filter_for(&log.level));
     if FILTER.set(handle).is_err() {
         return None;
     }
     let ansi = std::io::stderr().is_terminal();
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match log.format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(ansi)
-                    .with_writer(writer),
-            )
+    let registry = tracing_subscriber::registry();
+    let result = match (log.format, tracer) {
+        (LogFormat::Text, None) => registry.with(filter).with(text(ansi, writer)).try_init(),
+        (LogFormat::Json, None) => registry.with(filter).with(json(writer)).try_init(),
+        (LogFormat::Text, Some(tracer)) => registry
+            .with(text(ansi, writer).with_filter(filter))
+            .with(telemetry::layer(tracer))
             .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    // A request's fields are its span's: once, under "span".
-                    .with_span_list(false)
-                    .with_writer(writer),
-            )
+        (LogFormat::Json, Some(tracer)) => registry
+            .with(json(writer).with_filter(filter))
+            .with(telemetry::layer(tracer))
             .try_init(),
     };
     result.ok().map(|()| guard)
+}
+
+/// Log lines as text.
+fn text<S>(ansi: bool, writer: NonBlocking) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(writer)
+}
+
+/// Log lines as JSON objects.
+fn json<S>(writer: NonBlocking) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        // A request's fields are its span's: once, under "span".
+        .with_span_list(false)
+        .with_writer(writer)
 }
 
 /// Applies a reloaded `log.level` (unless `HOOKWALL_LOG` decides).

@@ -96,8 +96,19 @@ async fn run(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    // Held until the end of `run`: dropping it flushes the last log lines.
-    let _log_guard = hookwall::logging::init(&config.log);
+    // Before logging, which layers traces over the request span when they are exported.
+    let dropped = hookwall::metrics::trace_spans_dropped().clone();
+    let traces = match hookwall::telemetry::init(&config.telemetry, dropped) {
+        Ok(traces) => traces,
+        Err(err) => {
+            eprintln!("{}", hookwall::logging::chain(&err));
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    // Held until the end of `run`: dropping it flushes the last log lines (after the
+    // traces' last spans, which `traces` sends as it is dropped before it).
+    let _log_guard = hookwall::logging::init(&config.log, traces.as_ref().map(|t| t.tracer()));
+    let _traces = traces;
     let public = match TcpListener::bind(config.listen.addr).await {
         Ok(listener) => listener,
         Err(err) => {

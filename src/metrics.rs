@@ -3,7 +3,7 @@
 //! (`RouteMetrics`), so the request path does no label hashing except for event types.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -224,6 +224,20 @@ fn build_info(registry: &Registry) {
         .set(1);
 }
 
+/// `hookwall_trace_spans_dropped_total`: spans the exporter could not queue or send. One
+/// counter for the process, as the exporter is (`telemetry::init`, made before any
+/// `Metrics`); each `Metrics` registers it.
+pub fn trace_spans_dropped() -> &'static IntCounter {
+    static DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+        IntCounter::new(
+            "hookwall_trace_spans_dropped_total",
+            "Spans the trace exporter could not queue or send (section 12).",
+        )
+        .expect("a valid metric")
+    });
+    &DROPPED
+}
+
 /// `hookwall_config_reloads_total`, both results at 0 from the start.
 fn config_reloads(registry: &Registry) -> IntCounterVec {
     let reloads = counters(
@@ -249,6 +263,7 @@ impl Metrics {
             &["reason"],
         );
         build_info(&r);
+        register(&r, trace_spans_dropped().clone());
         let (dedup_fallbacks, dedup_forgotten) = dedup_counters(&r);
         Metrics {
             requests: counters(
