@@ -1,7 +1,8 @@
 //! `hookwall demo`: the whole job on loopback in one process. An echo backend, the proxy
 //! with a built-in config (two routes, secret rotation, a drop rule, an upstream that fails
-//! once) and a sender that signs like Svix; it prints what happened to each case and the
-//! metrics that moved, and exits 2 if any case did not behave as the contract says.
+//! once) and a sender that signs like Svix; it prints what happened to each case (an
+//! operator's forget and resend among them) and the metrics that moved, and where the
+//! recent-deliveries page is, and exits 2 if any case did not behave as the contract says.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -36,6 +37,8 @@ const FORGED_SECRET: &str = "whsec_Zm9yZ2VkIGJ5IHNvbWVib2R5IGVsc2UhIQ==";
 const ED25519_SEED: [u8; 32] = [42; 32];
 /// Stripe's endpoint secrets are used as the string's bytes.
 const STRIPE_SECRET: &str = "whsec_demo_stripe_endpoint_secret";
+/// The demo's admin token, for its forget (contract §12).
+const ADMIN_TOKEN: &str = "demo-admin-token-not-for-production";
 
 /// What the echo backend saw: one (path, svix-id) per request.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
@@ -101,6 +104,7 @@ fn demo_config(backend: SocketAddr, public_key: &str) -> String {
 addr = "127.0.0.1:0"
 [admin]
 addr = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
 [limits]
 # The demo stops at once: no Kubernetes endpoints to wait for.
 shutdown_delay = "0s"
@@ -158,6 +162,8 @@ struct Case {
     timestamp_offset: i64,
     /// Status, outcome label, and whether the backend saw it.
     expect: (u16, &'static str, bool),
+    /// An operator forgets the id (`POST /dedup/forget`) before this case is sent.
+    forget_first: bool,
 }
 
 /// The demo's proxy is on loopback: connecting takes no time.
@@ -184,6 +190,7 @@ impl Case {
             reuse_id_of: None,
             timestamp_offset: 0,
             expect,
+            forget_first: false,
         }
     }
 
@@ -194,10 +201,18 @@ impl Case {
             ..self
         }
     }
+
+    /// After an operator forgot the id.
+    const fn forgotten(self) -> Case {
+        Case {
+            forget_first: true,
+            ..self
+        }
+    }
 }
 
 /// The cases, in order.
-const CASES: [Case; 13] = [
+const CASES: [Case; 17] = [
     Case::new(
         "valid event",
         CLERK,
@@ -298,6 +313,40 @@ const CASES: [Case; 13] = [
         (200, "duplicate", false),
     )
     .again(11),
+    // The operator's loop: the backend acknowledged an event and lost the work; after the
+    // fix, the operator forgets the id and the sender's resend goes through, once.
+    Case::new(
+        "an event the backend lost",
+        CLERK,
+        DemoKey::New,
+        "user.updated",
+        (200, "forwarded", true),
+    ),
+    Case::new(
+        "its resend (Svix's Resend)",
+        CLERK,
+        DemoKey::New,
+        "user.updated",
+        (200, "duplicate", false),
+    )
+    .again(13),
+    Case::new(
+        "forgotten, then resent",
+        CLERK,
+        DemoKey::New,
+        "user.updated",
+        (200, "forwarded", true),
+    )
+    .again(13)
+    .forgotten(),
+    Case::new(
+        "resent once more",
+        CLERK,
+        DemoKey::New,
+        "user.updated",
+        (200, "duplicate", false),
+    )
+    .again(13),
 ];
 
 /// The outcome label a reply stands for: hookwall's own JSON, or the upstream's answer.
@@ -341,9 +390,13 @@ async fn demo() -> Result<bool, DemoError> {
     let (control, requests) = tokio::sync::mpsc::channel(1);
     let running = tokio::spawn(crate::run(config, public, admin, requests));
 
-    println!("hookwall demo: backend {backend}, proxy {proxy}, admin {admin_addr}\n");
+    println!("hookwall demo: backend {backend}, proxy {proxy}, admin {admin_addr}");
+    println!(
+        "recent deliveries, while the demo runs: http://{admin_addr}/ (page), \
+         http://{admin_addr}/deliveries (JSON)\n"
+    );
     let client = crate::forward::client::build(None)?;
-    let all_ok = send_cases(&client, proxy, &keys, &seen).await?;
+    let all_ok = send_cases(&client, (proxy, admin_addr), &keys, &seen).await?;
     print_metrics(&client, admin_addr).await?;
     let _ = control.send(Control::Shutdown).await;
     running.await??;
@@ -406,7 +459,7 @@ fn signer(secret: &str) -> Signer {
 /// Sends every case and prints a row for each: whether all behaved as expected.
 async fn send_cases(
     client: &Client,
-    proxy: SocketAddr,
+    (proxy, admin): (SocketAddr, SocketAddr),
     keys: &Keys,
     seen: &Seen,
 ) -> Result<bool, DemoError> {
@@ -422,6 +475,26 @@ async fn send_cases(
             None => new_id(),
         };
         ids.push(id.clone());
+        if case.forget_first {
+            let status = forget(client, admin, case, &id).await?;
+            all_ok &= status == StatusCode::OK;
+            println!(
+                "{:<32} {:>6}  {:<20} {:<8} {}",
+                "operator: POST /dedup/forget",
+                status.as_u16(),
+                if status == StatusCode::OK {
+                    "forgotten"
+                } else {
+                    "not forgotten"
+                },
+                "-",
+                if status == StatusCode::OK {
+                    "yes"
+                } else {
+                    "NO: expected 200"
+                }
+            );
+        }
         let before = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
         let (status, outcome) = send_case(client, proxy, keys, case, &id).await?;
         let reached = seen.lock().unwrap_or_else(|e| e.into_inner()).len() > before;
@@ -482,6 +555,39 @@ async fn send_case(
     connection.reuse();
     Ok((status.as_u16(), outcome_of(status, &reply)))
 }
+
+/// Forgets case `case`'s delivered `id` through the admin side, as an operator would
+/// (`hookwall forget --route clerk ID`): the status.
+async fn forget(
+    client: &Client,
+    admin: SocketAddr,
+    case: &Case,
+    id: &str,
+) -> Result<StatusCode, DemoError> {
+    let route = CASE_ROUTES
+        .iter()
+        .find(|(path, _)| *path == case.path)
+        .map_or("clerk", |(_, route)| route);
+    let endpoint = Upstream::parse(&format!("http://{admin}/dedup/forget"))?;
+    let body = serde_json::json!({ "route": route, "key": id }).to_string();
+    let mut request = request_to(&endpoint, Method::POST, Bytes::from(body));
+    let headers = request.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {ADMIN_TOKEN}"))?,
+    );
+    let (response, _connection) = client
+        .send(&endpoint.origin, request, CONNECT_TIMEOUT)
+        .await?;
+    Ok(response.status())
+}
+
+/// The demo's routes by path.
+const CASE_ROUTES: [(&str, &str); 3] = [(CLERK, "clerk"), (BILLING, "billing"), (STRIPE, "stripe")];
 
 /// Prints the metrics that moved.
 async fn print_metrics(client: &Client, admin: SocketAddr) -> Result<(), DemoError> {

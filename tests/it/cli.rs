@@ -375,6 +375,11 @@ fn the_demo_shows_every_case_behaving() {
         "its retry",
         "Standard Webhooks",
         "v1a",
+        "an event the backend lost",
+        "its resend",
+        "operator: POST /dedup/forget",
+        "forgotten, then resent",
+        "resent once more",
     ] {
         assert!(
             stdout
@@ -383,5 +388,7 @@ fn the_demo_shows_every_case_behaving() {
             "{row}: {stdout}"
         );
     }
-    assert!(stdout.contains("hookwall_requests_total{outcome=\"duplicate\",route=\"clerk\"} 1"));
+    assert!(stdout.contains("hookwall_requests_total{outcome=\"duplicate\",route=\"clerk\"} 3"));
+    assert!(stdout.contains("hookwall_dedup_forgotten_total{route=\"clerk\"} 1"));
+    assert!(stdout.contains("recent deliveries, while the demo runs: http://127.0.0.1:"));
 }
