@@ -28,6 +28,7 @@ use crate::route::{Decision, Upstream};
 use crate::state::{Live, RouteState, Shared};
 use crate::store::Id;
 use crate::stream::Entry;
+use crate::telemetry;
 
 /// Answers one request on worker `worker` (whose upstream pool forwards it). Never
 /// fails: every path ends in a response. Its span (`request`) carries the route, id and
@@ -52,6 +53,7 @@ pub async fn handle(
         stream = Empty,
         entry = Empty
     );
+    telemetry::received(&span, &request);
     let cx = Context {
         shared,
         worker,
@@ -90,8 +92,10 @@ pub async fn handle(
     let elapsed = started.elapsed();
     metrics.request_duration.observe(elapsed.as_secs_f64());
     let status = response.status().as_u16();
+    let provider = route.map(|route| route.route.scheme.provider());
+    telemetry::answered(&span, provider, outcome.label(), status);
     if facts.on() {
-        // The traces' code sets the trace id here (`Facts::trace_id`), when there is one.
+        facts.trace_id(telemetry::trace_id(&span));
         remember(shared, facts, route, (outcome, status, upstream_status), elapsed);
     }
     let outcome = outcome.label();
@@ -250,7 +254,10 @@ async fn queue(
     stream: &Arc<str>,
     body: Bytes,
 ) -> Result<Done, Reject> {
-    let headers = arrived.outgoing_headers(cx, None, body.len());
+    let mut headers = arrived.outgoing_headers(cx, None, body.len());
+    // The append's CLIENT span (none while traces are off): the entry's `traceparent`.
+    let append = telemetry::append(stream);
+    telemetry::inject(&append, &mut headers);
     let id = &arrived.id;
     let entry = Entry::new(
         arrived.sender_id(),
@@ -260,8 +267,9 @@ async fn queue(
         body,
         &headers,
     );
-    let queued = cx.shared.store.enqueue(cx.worker, id, stream, &entry);
-    match queued.await.map_err(Reject::StoreUnavailable)? {
+    let queued = cx.shared.store.enqueue(cx.worker, id, stream, &entry).await;
+    telemetry::append_ended(&append, queued.is_ok());
+    match queued.map_err(Reject::StoreUnavailable)? {
         Ok(entry) => {
             cx.span.record("stream", &**stream);
             cx.span.record("entry", entry.as_str());

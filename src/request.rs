@@ -73,6 +73,7 @@ impl<'a> Context<'a> {
             EventType::None | EventType::Invalid => None,
         };
         let secret = verified.matched.first();
+        crate::telemetry::secret_index(self.span, secret);
         facts.verified(verified.id.as_str(), verified.key(), valid, secret);
         event
     }

@@ -6,13 +6,15 @@ use http::HeaderMap;
 
 /// The fields of one stream entry, in the order they are written.
 pub struct Entry {
-    pub fields: [(&'static str, Bytes); 6],
+    pub fields: [(&'static str, Bytes); 7],
 }
 
 impl Entry {
     /// `id`, `type`, `route`, `timestamp` (empty for a provider that signs none), `body`
-    /// (the raw bytes, not copied) and `headers` (the request's end-to-end headers as a
-    /// forward would send them, so a worker may verify the signature again).
+    /// (the raw bytes, not copied), `headers` (the request's end-to-end headers as a
+    /// forward would send them, so a worker may verify the signature again) and
+    /// `traceparent`, that of `headers` (the append's span while traces are exported, else
+    /// the sender's, or empty), for a worker to continue the trace.
     pub fn new(
         id: &str,
         event_type: &str,
@@ -32,6 +34,12 @@ impl Entry {
                 ),
                 ("body", body),
                 ("headers", Bytes::from(headers_json(headers))),
+                (
+                    "traceparent",
+                    headers
+                        .get("traceparent")
+                        .map_or(Bytes::new(), |v| Bytes::copy_from_slice(v.as_bytes())),
+                ),
             ],
         }
     }
@@ -86,10 +94,19 @@ mod tests {
         let names: Vec<&str> = entry.fields.iter().map(|(n, _)| *n).collect();
         assert_eq!(
             names,
-            ["id", "type", "route", "timestamp", "body", "headers"]
+            [
+                "id",
+                "type",
+                "route",
+                "timestamp",
+                "body",
+                "headers",
+                "traceparent"
+            ]
         );
         assert_eq!(entry.fields[3].1, "1700000000");
         assert_eq!(entry.fields[4].1, body);
         assert_eq!(entry.fields[5].1, "{}");
+        assert_eq!(entry.fields[6].1, "");
     }
 }

@@ -24,12 +24,14 @@ use http_body_util::Full;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
+use tracing::Span;
 
 use crate::budget::Room;
 use crate::logging;
 use crate::metrics::{RouteMetrics, UpstreamClass};
 use crate::route::Upstream;
 use crate::store::{Claim, Id};
+use crate::telemetry;
 use client::Client;
 use exchange::Unanswered;
 pub use exchange::{
@@ -68,16 +70,21 @@ pub struct Holds {
 
 type Answer = Result<UpstreamReply, ForwardError>;
 
-/// Starts `job` in a task on `tracker` and waits for its answer.
-pub async fn run(job: Forward, tracker: &TaskTracker) -> Answer {
+/// Starts `job` in a task on `tracker` and waits for its answer. Called in the request's
+/// span: the exchange's CLIENT span (none while traces are off) is its child, and the
+/// upstream request's `traceparent` names it.
+pub async fn run(mut job: Forward, tracker: &TaskTracker) -> Answer {
     let (answer, answered) = oneshot::channel();
+    let origin = &job.upstream.origin;
+    let span = telemetry::upstream(job.request.method(), &origin.host, origin.port);
+    telemetry::inject(&span, job.request.headers_mut());
     // Boxed here, once: spawning moves the future through several calls, and it is large.
-    tracker.spawn(Box::pin(life(job, Instant::now(), answer)));
+    tracker.spawn(Box::pin(life(job, span, Instant::now(), answer)));
     answered.await.unwrap_or(Err(ForwardError::Cut))
 }
 
-/// The forward's task.
-async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
+/// The forward's task. `span` (the exchange's, for traces) ends with it.
+async fn life(job: Forward, span: Span, started: Instant, answer: oneshot::Sender<Answer>) {
     let Forward {
         id,
         client,
@@ -136,6 +143,7 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
                 // dropped as the task ends.
                 metrics.upstream_duration.observe(deadline.as_secs_f64());
                 metrics.upstream_response(UpstreamClass::Timeout);
+                telemetry::upstream_ended(&span, None);
                 abandoned_in_the_log(&id, detached, claim.as_ref());
                 return;
             }
@@ -154,6 +162,10 @@ async fn life(job: Forward, started: Instant, answer: oneshot::Sender<Answer>) {
             | ForwardError::Cut,
         ) => UpstreamClass::Error,
     });
+    telemetry::upstream_ended(
+        &span,
+        result.as_ref().ok().map(|reply| reply.status.as_u16()),
+    );
     // The claim (released unless delivered), the permit and the room end with the task.
     let unanswered = match answer {
         Some(waiting) => match waiting.send(result) {

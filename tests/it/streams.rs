@@ -120,8 +120,18 @@ async fn an_entry_holds_exactly_what_was_sent_and_enters_once() {
     let names: Vec<&str> = entry.1.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["id", "type", "route", "timestamp", "body", "headers"]
+        [
+            "id",
+            "type",
+            "route",
+            "timestamp",
+            "body",
+            "headers",
+            "traceparent"
+        ]
     );
+    // Traces are off and the sender sent no traceparent: none to pass on.
+    assert_eq!(field(entry, "traceparent"), "");
     assert_eq!(field(entry, "id"), "msg_exact");
     assert_eq!(field(entry, "type"), "user.created");
     assert_eq!(field(entry, "route"), "clerk");
