@@ -19,7 +19,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::signed::{new_id, svix_headers, unix_now, HeaderFamily, Provider};
+use super::demo_cases::{Case, DemoKey, BILLING, CASES, CLERK, STRIPE};
+use super::signed::{new_id, svix_headers, unix_now, Provider};
 use super::{code, exit};
 use crate::chain::chain;
 use crate::config::Config;
@@ -28,6 +29,9 @@ use crate::route::Upstream;
 use crate::secret::{Key, BASE64};
 use crate::sign::Signer;
 use crate::Control;
+
+/// The demo's proxy is on loopback: connecting takes no time.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 // Demo keys: made up for this demo, never used anywhere else.
 const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -137,217 +141,6 @@ upstream = "http://{backend}/stripe"
 "#
     )
 }
-
-/// Which demo key signs a case.
-#[derive(Clone, Copy)]
-enum DemoKey {
-    /// Signed as Stripe does, with `STRIPE_SECRET`.
-    Stripe,
-    New,
-    Old,
-    Billing,
-    Forged,
-    Ed25519,
-}
-
-/// One thing the sender does, and what the contract says must come of it.
-struct Case {
-    name: &'static str,
-    path: &'static str,
-    key: DemoKey,
-    family: HeaderFamily,
-    event: &'static str,
-    /// `None`: a new id; `Some(i)`: the id of case `i` again.
-    reuse_id_of: Option<usize>,
-    timestamp_offset: i64,
-    /// Status, outcome label, and whether the backend saw it.
-    expect: (u16, &'static str, bool),
-    /// An operator forgets the id (`POST /dedup/forget`) before this case is sent.
-    forget_first: bool,
-}
-
-/// The demo's proxy is on loopback: connecting takes no time.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-const CLERK: &str = "/webhooks/clerk";
-const BILLING: &str = "/webhooks/billing";
-const STRIPE: &str = "/webhooks/stripe";
-
-impl Case {
-    const fn new(
-        name: &'static str,
-        path: &'static str,
-        key: DemoKey,
-        event: &'static str,
-        expect: (u16, &'static str, bool),
-    ) -> Case {
-        Case {
-            name,
-            path,
-            key,
-            family: HeaderFamily::Svix,
-            event,
-            reuse_id_of: None,
-            timestamp_offset: 0,
-            expect,
-            forget_first: false,
-        }
-    }
-
-    /// With the id of case `i`.
-    const fn again(self, i: usize) -> Case {
-        Case {
-            reuse_id_of: Some(i),
-            ..self
-        }
-    }
-
-    /// After an operator forgot the id.
-    const fn forgotten(self) -> Case {
-        Case {
-            forget_first: true,
-            ..self
-        }
-    }
-}
-
-/// The cases, in order.
-const CASES: [Case; 17] = [
-    Case::new(
-        "valid event",
-        CLERK,
-        DemoKey::New,
-        "user.created",
-        (200, "forwarded", true),
-    ),
-    Case::new(
-        "same id again (retry)",
-        CLERK,
-        DemoKey::New,
-        "user.created",
-        (200, "duplicate", false),
-    )
-    .again(0),
-    Case::new(
-        "forged signature",
-        CLERK,
-        DemoKey::Forged,
-        "user.created",
-        (401, "invalid_signature", false),
-    ),
-    Case {
-        timestamp_offset: -600,
-        ..Case::new(
-            "stale timestamp (10 min)",
-            CLERK,
-            DemoKey::New,
-            "user.created",
-            (401, "timestamp_too_old", false),
-        )
-    },
-    Case::new(
-        "old secret, still in rotation",
-        CLERK,
-        DemoKey::Old,
-        "user.updated",
-        (200, "forwarded", true),
-    ),
-    Case::new(
-        "filtered type (drop rule)",
-        BILLING,
-        DemoKey::Billing,
-        "session.ended",
-        (200, "filtered", false),
-    ),
-    Case::new(
-        "filtered type (no rule)",
-        BILLING,
-        DemoKey::Billing,
-        "user.created",
-        (200, "filtered", false),
-    ),
-    Case::new(
-        "upstream fails (503)",
-        BILLING,
-        DemoKey::Billing,
-        "invoice.paid",
-        (503, "upstream_rejected", true),
-    ),
-    Case::new(
-        "its retry",
-        BILLING,
-        DemoKey::Billing,
-        "invoice.paid",
-        (200, "forwarded", true),
-    )
-    .again(7),
-    Case {
-        family: HeaderFamily::Webhook,
-        ..Case::new(
-            "Standard Webhooks headers",
-            CLERK,
-            DemoKey::New,
-            "user.deleted",
-            (200, "forwarded", true),
-        )
-    },
-    Case::new(
-        "v1a (ed25519) signature",
-        CLERK,
-        DemoKey::Ed25519,
-        "organizationMembership.created",
-        (200, "forwarded", true),
-    ),
-    Case::new(
-        "Stripe event (Stripe's scheme)",
-        STRIPE,
-        DemoKey::Stripe,
-        "invoice.paid",
-        (200, "forwarded", true),
-    ),
-    Case::new(
-        "Stripe: the same event again",
-        STRIPE,
-        DemoKey::Stripe,
-        "invoice.paid",
-        (200, "duplicate", false),
-    )
-    .again(11),
-    // The operator's loop: the backend acknowledged an event and lost the work; after the
-    // fix, the operator forgets the id and the sender's resend goes through, once.
-    Case::new(
-        "an event the backend lost",
-        CLERK,
-        DemoKey::New,
-        "user.updated",
-        (200, "forwarded", true),
-    ),
-    Case::new(
-        "its resend (Svix's Resend)",
-        CLERK,
-        DemoKey::New,
-        "user.updated",
-        (200, "duplicate", false),
-    )
-    .again(13),
-    Case::new(
-        "forgotten, then resent",
-        CLERK,
-        DemoKey::New,
-        "user.updated",
-        (200, "forwarded", true),
-    )
-    .again(13)
-    .forgotten(),
-    Case::new(
-        "resent once more",
-        CLERK,
-        DemoKey::New,
-        "user.updated",
-        (200, "duplicate", false),
-    )
-    .again(13),
-];
 
 /// The outcome label a reply stands for: hookwall's own JSON, or the upstream's answer.
 fn outcome_of(status: StatusCode, body: &[u8]) -> String {

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod demo;
+mod demo_cases;
 pub mod forget;
 pub mod send;
 pub mod signed;
