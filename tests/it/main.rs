@@ -21,4 +21,5 @@ mod signed;
 mod strangers;
 mod streams;
 mod tls;
+mod traces;
 mod upstream_faults;

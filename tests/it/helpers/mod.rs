@@ -1,6 +1,7 @@
 //! Test helpers: a real HTTP upstream on loopback that records what reached it, the real
 //! proxy (`hookwall::run`) on 127.0.0.1:0, a plain client, and Svix-style signing.
 
+pub mod collector;
 pub mod redis_server;
 pub mod running;
 

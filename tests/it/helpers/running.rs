@@ -26,8 +26,20 @@ impl Running {
 
     /// With `HOOKWALL_LOG` set to `log`, or unset (then `log.level` decides).
     pub async fn start_with(config: &std::path::Path, log: Option<&str>) -> Running {
+        Running::start_env(config, log, &[]).await
+    }
+
+    /// `start_with`, and the variables `env` set in the process's environment.
+    pub async fn start_env(
+        config: &std::path::Path,
+        log: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Running {
         let mut command = Command::new(BIN);
-        command.args(["run", "-c"]).arg(config);
+        command
+            .args(["run", "-c"])
+            .arg(config)
+            .envs(env.iter().copied());
         match log {
             Some(filter) => command.env("HOOKWALL_LOG", filter),
             None => command.env_remove("HOOKWALL_LOG"),
