@@ -4,8 +4,9 @@
 #
 # Needs: python3 + pip (svix, stripe, slack_sdk, FastAPI, kubernetes-validate, redis,
 # hadolint), node + npm (the Express example, the Node stream worker,
-# @octokit/webhooks-methods), promtool (Debian's `prometheus` package), redis-server
-# (Debian's package: each Redis test starts its own on a free port), chromium (Debian's:
+# @octokit/webhooks-methods), promtool (Debian's `prometheus` package), redis-server and
+# redis-sentinel (Debian's packages: each Redis test starts its own on free ports; the
+# Sentinel tests three sentinels), chromium (Debian's:
 # the admin page is looked at in a real headless browser), cargo-nextest.
 # Missing ones are installed; a test whose tool is still missing fails, it never skips.
 set -euo pipefail
@@ -26,6 +27,7 @@ command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 || mis
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v kill >/dev/null || missing+=(procps)
 if ((${#missing[@]})); then

@@ -154,6 +154,7 @@ impl Connector {
                     &sentinel_node,
                     node,
                     primary_changes,
+                    config.timeout,
                 )?)
             }
             RedisMode::Cluster { nodes } => Connector::Cluster {
@@ -168,6 +169,34 @@ impl Connector {
 
     pub(super) fn is_cluster(&self) -> bool {
         matches!(self, Connector::Cluster { .. })
+    }
+
+    /// The links' generation now (sentinels: raised by a failover; otherwise always 0).
+    pub(super) fn generation(&self) -> u64 {
+        match self {
+            Connector::Sentinel(sentinel) => sentinel.generation(),
+            _ => 0,
+        }
+    }
+
+    /// Whether a link made in `generation` may no longer be used (sentinels: a failover
+    /// runs or has named another primary since).
+    pub(super) fn stale(&self, generation: u64) -> bool {
+        match self {
+            Connector::Sentinel(sentinel) => sentinel.stale(generation),
+            _ => false,
+        }
+    }
+
+    /// Sentinels: asks them for as long as the process runs (`Sentinel::watch`); other
+    /// modes: returns at once.
+    pub(super) async fn watch(&self, timeout: Duration) {
+        if let Connector::Sentinel(sentinel) = self {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(connect_timeout(timeout)))
+                .set_response_timeout(Some(timeout));
+            sentinel.watch(config).await;
+        }
     }
 
     /// A new link that has written `probe_key` (a replica, READONLY, fails here), each

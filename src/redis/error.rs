@@ -24,6 +24,9 @@ pub enum StoreError {
         #[source]
         source: Option<redis::RedisError>,
     },
+    /// `sentinels`: a failover runs; no primary is used until it ends.
+    #[error("the sentinels fail {master:?} over: waiting for the new primary")]
+    FailoverUnderWay { master: String },
     /// `sentinels`: the node they named is not a primary (yet): never written to.
     #[error("{addr}, named by the sentinels, says ROLE {role}, not master")]
     NotPrimary { addr: String, role: String },
@@ -43,6 +46,7 @@ impl StoreError {
             | StoreError::Timeout(_)
             | StoreError::Connect(_)
             | StoreError::NoPrimary { .. }
+            | StoreError::FailoverUnderWay { .. }
             | StoreError::NotPrimary { .. } => true,
             StoreError::Command(err) => connection_lost(err),
             StoreError::ForeignValue => false,

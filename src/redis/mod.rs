@@ -36,7 +36,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// With sentinels or a cluster, at most this: a failover promotes a replica within a few
 /// seconds, and each attempt is a few cheap commands; hookwall should follow at once.
-const HA_MAX_BACKOFF: Duration = Duration::from_millis(500);
+const HA_MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// A cluster's link is rebuilt (its slots read again) at most this often: its commands
 /// fail while a shard fails over, and every failure asks for a rebuild.
 const CLUSTER_REBUILD_PAUSE: Duration = Duration::from_millis(250);
@@ -62,6 +62,8 @@ struct Link {
     up: AtomicBool,
     back: tokio::sync::Notify,
     reconnecting: AtomicBool,
+    /// Sentinels: the watcher's generation when this link was made (`Connector::stale`).
+    generation: std::sync::atomic::AtomicU64,
     renewals: renewals::Renewals,
 }
 
@@ -99,6 +101,11 @@ impl Redis {
         self.reconnect_in_background(worker);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(self.clone().renew_leases(worker));
+            if worker == 0 {
+                // Sentinels: one watcher per process (on the first worker's runtime).
+                let this = self.clone();
+                runtime.spawn(async move { this.connector.watch(this.timeout).await });
+            }
         }
     }
 
@@ -137,11 +144,21 @@ impl Redis {
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
         T: FromRedisValue,
     {
-        let Some(conn) = self.link(worker).current() else {
+        let link = self.link(worker);
+        let Some(conn) = link.current() else {
             self.metrics.command(op, "error");
             self.reconnect_in_background(worker);
             return Err(StoreError::Down);
         };
+        if self
+            .connector
+            .stale(link.generation.load(Ordering::Acquire))
+        {
+            // Sentinels: a failover runs, or named another primary since this link was made.
+            self.metrics.command(op, "error");
+            self.down(worker);
+            return Err(StoreError::Down);
+        }
         let started = Instant::now();
         // Bounded by the connection's response timeout (`redis.timeout`), which covers
         // queueing the command as well as its answer.
@@ -216,9 +233,11 @@ impl Redis {
         runtime.spawn(async move {
             let mut backoff = FIRST_BACKOFF;
             loop {
+                let generation = this.connector.generation();
                 match this.connect().await {
                     Ok(conn) => {
                         let link = this.link(worker);
+                        link.generation.store(generation, Ordering::Release);
                         link.set(conn);
                         if this.connector.is_cluster() {
                             tokio::time::sleep(CLUSTER_REBUILD_PAUSE).await;

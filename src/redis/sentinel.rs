@@ -6,12 +6,22 @@
 //! yet names the old primary with an older epoch); the node named must then say `ROLE`
 //! master before anything is written to it, so a replica is never written.
 //!
+//! A planned failover (`SENTINEL FAILOVER`) refuses no write on the old primary: it goes
+//! on taking writes (and replicating them to the replicas not yet moved) until Sentinel
+//! reconfigures it, and those writes are lost. So one task per process (`watch`) asks the
+//! sentinels ten times a second: while one says `failover_in_progress`, or once they name
+//! another primary, every link is made again (each on its own worker, at its next
+//! command), and none is made while the failover runs. What is written in between is
+//! refused (503), never lost.
+//!
 //! Ours rather than redis-rs's `sentinel` client: that one resolves once per client and
 //! hides which sentinel said what; here every reconnection asks again and a new primary
 //! is counted (`hookwall_redis_primary_changes_total`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use redis::aio::MultiplexedConnection;
@@ -30,7 +40,22 @@ pub(super) struct Sentinel {
     /// The primary last found, and the epoch it was named in.
     known: Mutex<Option<(u64, NodeAddr)>>,
     changes: IntCounter,
+    /// Set by `watch` while a failover runs: no link is made, none is used.
+    fenced: AtomicBool,
+    /// Raised by `watch` when a failover starts or another primary is named: links made
+    /// before are stale.
+    generation: AtomicU64,
+    /// How long `ask` waits for the other sentinels once a majority answered
+    /// (`redis.timeout`).
+    grace: Duration,
 }
+
+/// How often `watch` asks the sentinels: a failover's first step comes a sentinel timer
+/// tick (100 ms) before the promotion.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// A failover that runs longer than this no longer fences the old primary off: an aborted
+/// one keeps its flag until `failover-timeout` (minutes), and the old primary still serves.
+const FENCE_AT_MOST: Duration = Duration::from_secs(10);
 
 impl Sentinel {
     pub(super) fn new(
@@ -39,6 +64,7 @@ impl Sentinel {
         sentinel_node: &Node,
         node: Node,
         changes: IntCounter,
+        grace: Duration,
     ) -> Result<Sentinel, redis::RedisError> {
         Ok(Sentinel {
             sentinels: sentinels
@@ -49,7 +75,95 @@ impl Sentinel {
             node,
             known: Mutex::new(None),
             changes,
+            fenced: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            grace,
         })
+    }
+
+    /// The links' generation now (a link made in an older one is stale).
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a link made in `generation` may no longer be used.
+    pub(super) fn stale(&self, generation: u64) -> bool {
+        self.fenced.load(Ordering::Acquire) || self.generation() != generation
+    }
+
+    /// Asks the sentinels every `WATCH_EVERY`, on connections of its own, for as long as
+    /// the process runs: fences links off while a failover runs, and makes them stale
+    /// when another primary is named.
+    pub(super) async fn watch(&self, config: AsyncConnectionConfig) {
+        let mut conns: Vec<Option<MultiplexedConnection>> = vec![None; self.sentinels.len()];
+        let mut named: Option<NodeAddr> = None;
+        let mut fence_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (mut in_progress, mut best) = (false, None::<(u64, NodeAddr)>);
+            for ((_, client), conn) in self.sentinels.iter().zip(conns.iter_mut()) {
+                let Some(fields) = self.ask_one(client, conn, &config).await else {
+                    continue;
+                };
+                in_progress |= fields
+                    .get("flags")
+                    .is_some_and(|flags| flags.contains("failover_in_progress"));
+                if let Some(answer) = primary_of(&fields) {
+                    if best.as_ref().is_none_or(|(epoch, _)| answer.0 > *epoch) {
+                        best = Some(answer);
+                    }
+                }
+            }
+            let fence = in_progress
+                && fence_since.get_or_insert_with(Instant::now).elapsed() < FENCE_AT_MOST;
+            if !in_progress {
+                fence_since = None;
+            }
+            let moved = match (&named, &best) {
+                (Some(was), Some((_, now))) => was != now,
+                _ => false,
+            };
+            if (fence && !self.fenced.load(Ordering::Acquire)) || (moved && !fence) {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                tracing::info!(
+                    master = &*self.master,
+                    failover_in_progress = fence,
+                    "Redis: the sentinels report a failover; links are made again"
+                );
+            }
+            self.fenced.store(fence, Ordering::Release);
+            if !fence {
+                if let Some((_, now)) = best {
+                    named = Some(now);
+                }
+            }
+        }
+    }
+
+    /// One sentinel's `SENTINEL MASTER`, on `conn` (made again after an error).
+    async fn ask_one(
+        &self,
+        client: &Client,
+        conn: &mut Option<MultiplexedConnection>,
+        config: &AsyncConnectionConfig,
+    ) -> Option<HashMap<String, String>> {
+        if conn.is_none() {
+            *conn = client
+                .get_multiplexed_async_connection_with_config(config)
+                .await
+                .ok();
+        }
+        let answer = redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(&*self.master)
+            .query_async::<HashMap<String, String>>(conn.as_mut()?)
+            .await;
+        if answer.is_err() {
+            *conn = None;
+        }
+        answer.ok()
     }
 
     /// A connection to the primary the sentinels name now, checked to be one.
@@ -57,6 +171,11 @@ impl Sentinel {
         &self,
         config: &AsyncConnectionConfig,
     ) -> Result<MultiplexedConnection, StoreError> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(StoreError::FailoverUnderWay {
+                master: self.master.to_string(),
+            });
+        }
         let (epoch, primary) = self.ask(config).await?;
         let mut conn = client(&primary, &self.node)
             .map_err(StoreError::Connect)?
@@ -82,8 +201,9 @@ impl Sentinel {
         Ok(conn)
     }
 
-    /// The primary a majority of the sentinels (or every one that answers, if fewer)
-    /// knows with the highest epoch.
+    /// The primary named with the highest epoch by the sentinels that answer, each asked
+    /// at once: all of them, or a majority and those that answer within `timeout` more
+    /// (a sentinel that has not heard of the last failover names the old primary).
     async fn ask(&self, config: &AsyncConnectionConfig) -> Result<(u64, NodeAddr), StoreError> {
         let mut asking = tokio::task::JoinSet::new();
         for (_, sentinel) in &self.sentinels {
@@ -102,7 +222,16 @@ impl Sentinel {
         }
         let majority = self.sentinels.len() / 2 + 1;
         let (mut answers, mut best, mut last_error) = (0, None, None);
-        while let Some(answer) = asking.join_next().await {
+        let mut grace = None;
+        loop {
+            let next = match grace {
+                None => asking.join_next().await,
+                Some(until) => match tokio::time::timeout_at(until, asking.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            let Some(answer) = next else { break };
             match answer {
                 Ok(Ok(fields)) => {
                     if let Some(named) = primary_of(&fields) {
@@ -115,8 +244,8 @@ impl Sentinel {
                 Ok(Err(err)) => last_error = Some(err),
                 Err(_) => {}
             }
-            if answers >= majority {
-                break;
+            if answers >= majority && grace.is_none() {
+                grace = Some(tokio::time::Instant::now() + self.grace);
             }
         }
         best.ok_or_else(|| StoreError::NoPrimary {
@@ -172,7 +301,8 @@ mod tests {
     fn sentinel() -> Sentinel {
         let node = Node::default();
         let changes = IntCounter::new("changes", "changes").unwrap();
-        Sentinel::new(&[], "mymaster", &node, node.clone(), changes).unwrap()
+        let grace = Duration::from_millis(250);
+        Sentinel::new(&[], "mymaster", &node, node.clone(), changes, grace).unwrap()
     }
 
     fn addr(port: u16) -> NodeAddr {

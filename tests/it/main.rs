@@ -16,6 +16,7 @@ mod fuzz;
 mod lifecycle;
 mod providers;
 mod proxy;
+mod redis_ha;
 mod redis_store;
 mod signed;
 mod strangers;

@@ -2,6 +2,7 @@
 //! proxy (`hookwall::run`) on 127.0.0.1:0, a plain client, and Svix-style signing.
 
 pub mod collector;
+pub mod redis_ha;
 pub mod redis_server;
 pub mod running;
 
