@@ -124,7 +124,7 @@ impl fmt::Debug for RedisConfig {
 }
 
 impl RedisConfig {
-    /// The mode and its nodes for people, never a password: `url redis://host:6379/0
+    /// The mode and its nodes for people, never a password: `redis://host:6379/0
     /// (env:REDIS_URL)`, `sentinels a:26379, b:26379 (master mymaster)`, `cluster a:6379, …`.
     pub fn describe(&self) -> String {
         let list = |nodes: &[NodeAddr]| {
@@ -133,7 +133,8 @@ impl RedisConfig {
         };
         let tls = if self.tls { ", TLS" } else { "" };
         match &self.mode {
-            RedisMode::Url { source, url } => format!("url {} ({source})", display_url(url)),
+            // As before sentinels and cluster: the URL says the mode.
+            RedisMode::Url { source, url } => format!("{} ({source})", display_url(url)),
             RedisMode::Sentinel { sentinels, master } => {
                 format!("sentinels {} (master {master}{tls})", list(sentinels))
             }

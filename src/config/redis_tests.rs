@@ -36,7 +36,7 @@ fn no_mode_is_the_default_url_and_url_keys_stay() {
         "{config:?}"
     );
     assert!(!config.is_cluster());
-    assert_eq!(config.describe(), "url redis://127.0.0.1:6379/0 (literal)");
+    assert_eq!(config.describe(), "redis://127.0.0.1:6379/0 (literal)");
 }
 
 #[test]
