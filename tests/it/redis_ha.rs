@@ -2,7 +2,7 @@
 //! free loopback ports (`helpers::redis_ha`): hookwall processes sharing one memory, a
 //! planned failover and a killed primary under a bounded load from senders that retry
 //! every non-2xx answer (nothing lost, served again within seconds, without a restart),
-//! stream rules in a cluster, an ACL user, the sentinels' password and TLS.
+//! stream rules and forget in a cluster, an ACL user, the sentinels' password and TLS.
 //!
 //! Each failover test prints one `FAILOVER {json}` line (run with `--nocapture`): what
 //! docs/benchmarks.md reports.
@@ -396,6 +396,8 @@ async fn sentinels_with_tls_an_acl_user_and_a_sentinel_password() {
     assert_eq!(status, 503);
 }
 
+const FORGET_TOKEN: &str = "an-operator-token-of-32-characters";
+
 /// The route's keys and a stream rule's stream share the hash tag `{hook}`.
 fn stream_route() -> String {
     String::from(
@@ -405,13 +407,17 @@ fn stream_route() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_replicas_share_one_memory_and_a_stream_takes_each_id_once() {
+async fn cluster_replicas_share_one_memory_a_stream_takes_each_id_once_and_forget_reaches_all() {
     let cluster = tokio::task::block_in_place(|| Cluster::start(&Options::default()));
     let upstream = Upstream::ok().await;
     let (_dir, file) = config_dir(&upstream, &cluster_config(&cluster, ""));
     let text = std::fs::read_to_string(&file).unwrap() + &stream_route();
     std::fs::write(&file, text).unwrap();
-    let (a, b) = two(&file).await;
+    let env = [("HOOKWALL_ADMIN__TOKEN", FORGET_TOKEN)];
+    let a = Running::start_env(&file, Some("info"), &env).await;
+    let b = Running::start_env(&file, Some("info"), &env).await;
+    redis_up(a.admin).await;
+    redis_up(b.admin).await;
     for i in 0..20 {
         let id = format!("msg_{i}");
         assert_eq!(send_event(&a.url("/hook"), &id).await.0, 200);
@@ -431,6 +437,17 @@ async fn cluster_replicas_share_one_memory_and_a_stream_takes_each_id_once() {
         }
     }
     assert!(upstream.ids().values().all(|n| *n == 1));
+    // Forget (contract §12) through A forgets for B too: its key is in the cluster.
+    let forget = format!("http://{}/dedup/forget", a.admin);
+    let headers = [
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("authorization".to_owned(), format!("Bearer {FORGET_TOKEN}")),
+    ];
+    let (status, _, reply) = post(&forget, &headers, br#"{"route":"hook","key":"msg_0"}"#).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    let (status, body) = send_event(&b.url("/hook"), "msg_0").await;
+    assert!(status == 200 && !body.contains("duplicate"), "{body}");
+    assert_eq!(upstream.ids()["msg_0"], 2);
     let redis::Value::Int(entries) = cluster.cmd(&["XLEN", "{queue}:events"]) else {
         panic!("XLEN")
     };
