@@ -510,4 +510,82 @@ mod tests {
         }
         assert!(ids(&snapshot)[0].ends_with("-999"));
     }
+
+    /// Not a test: the numbers the README states, printed. The ring's memory (RSS full of
+    /// 1,000 entries with 256-byte ids, against empty) and the cost of recording (one
+    /// thread, then two at once). Timings want an optimised build:
+    /// `cargo test --release --lib deliveries::tests::measure -- --ignored --nocapture`
+    #[test]
+    #[ignore = "measures and prints"]
+    fn measure() {
+        // Anonymous memory only: the code pages run for the first time are not the ring's.
+        fn rss_kib() -> usize {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        }
+        fn one(ring: &Deliveries, route: &Arc<str>, id: &str) {
+            let mut facts = Facts::new(true);
+            facts.id(id);
+            facts.verified(id, id, Some("user.created"), Some(0));
+            ring.record(facts.answered(Answer {
+                arrived: SystemTime::now(),
+                route: Some(route.clone()),
+                provider: Some("svix"),
+                outcome: Outcome::Forwarded,
+                status: 200,
+                upstream_status: Some(200),
+                duration: Duration::from_micros(800),
+            }));
+        }
+        let route: Arc<str> = Arc::from("clerk");
+        let ids: Vec<String> = (0..1000).map(|n| format!("{n:0>256}")).collect();
+        one(&Deliveries::new(1), &route, "warm-up");
+        let empty = rss_kib();
+        let ring = Deliveries::new(1000);
+        for id in &ids {
+            one(&ring, &route, id);
+        }
+        let full = rss_kib();
+        println!(
+            "Delivery: {} bytes; 1,000 entries with 256-byte ids: RSS +{} KiB",
+            std::mem::size_of::<Delivery>(),
+            full - empty
+        );
+
+        let rounds = 1_000_000;
+        let started = std::time::Instant::now();
+        for n in 0..rounds {
+            one(&ring, &route, &ids[n % ids.len()][..20]);
+        }
+        let alone = started.elapsed() / rounds as u32;
+        let ring = Arc::new(ring);
+        let started = std::time::Instant::now();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (ring, route, ids) = (ring.clone(), route.clone(), ids.clone());
+                std::thread::spawn(move || {
+                    for n in 0..rounds {
+                        one(&ring, &route, &ids[n % ids.len()][..20]);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let both = started.elapsed() / rounds as u32;
+        let all = Filter {
+            limit: 1000,
+            ..Filter::default()
+        };
+        let started = std::time::Instant::now();
+        let snapshot = ring.snapshot(&all);
+        let read = started.elapsed();
+        assert_eq!(snapshot.entries.len(), 1000);
+        println!(
+            "record (20-byte id, its facts and entry): {alone:?} alone, {both:?} per \
+             request with two threads at once; a snapshot of 1,000: {read:?}"
+        );
+    }
 }
