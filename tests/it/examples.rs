@@ -473,6 +473,65 @@ fn the_dockerfile_passes_hadolint() {
     );
 }
 
+/// The Sentinel example: its hookwall.toml validates in sentinels mode on the master set
+/// and the per-pod sentinel names Bitnami's chart gives (`redis-node-N.redis-headless`),
+/// with the password read from the file the manifest's Secret provides.
+#[test]
+fn the_sentinel_manifest_agrees_with_bitnamis_chart() {
+    let file = Path::new(ROOT).join("examples/kubernetes/redis-sentinel.yaml");
+    let docs = YamlLoader::load_from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let of = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap()
+    };
+    let secret = of("Secret");
+    let password = secret["stringData"]["redis-password"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for file in [
+        "hookwall/clerk/current",
+        "hookwall/clerk/previous",
+        "redis/redis-password",
+    ] {
+        let file = dir.path().join(file);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            if file.ends_with("redis-password") {
+                password
+            } else {
+                SECRET
+            },
+        )
+        .unwrap();
+    }
+    let toml = of("ConfigMap")["data"]["hookwall.toml"]
+        .as_str()
+        .unwrap()
+        .replace("/var/run/secrets/", &format!("{}/", dir.path().display()));
+    let config = Config::parse(&toml, Path::new("redis-sentinel.yaml"), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let redis = config.redis.unwrap();
+    let hookwall::config::RedisMode::Sentinel { sentinels, master } = &redis.mode else {
+        panic!("{redis:?}")
+    };
+    assert_eq!(master, "mymaster");
+    let names: Vec<String> = sentinels.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        names,
+        (0..3)
+            .map(|i| format!("redis-node-{i}.redis-headless:26379"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(redis.password.as_ref().unwrap().value, password);
+    assert_eq!(redis.sentinel_password.as_ref().unwrap().value, password);
+    // The Secret the chart is told to use (auth.existingSecret) is the one described.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let name = secret["metadata"]["name"].as_str().unwrap();
+    assert!(text.contains(&format!("auth.existingSecret={name}")));
+    assert!(text.contains("min-replicas-to-write 1"));
+}
+
 /// Every manifest under `examples/kubernetes/` against the Kubernetes API schemas,
 /// offline (`kubernetes-validate` from PyPI ships them; `scripts/test.sh` installs it),
 /// strict: unknown fields fail. Custom resources (the ServiceMonitor) have no schema there
