@@ -16,7 +16,10 @@
 # change on the request path cost, against the same nginx run), REDIS=1 to add a
 # "redis" row (hookwall with store = "redis" on a redis-server of its own) and a "stream"
 # row (a stream rule: every event appended to a Redis stream on another redis-server,
-# trimmed to STREAM_MAX_LEN (200000) entries, and answered 200 queued).
+# trimmed to STREAM_MAX_LEN (200000) entries, and answered 200 queued); REDIS=ha adds to
+# those a "sentinel" row (a primary, two replicas and three redis-sentinel processes;
+# [redis] sentinels) and a "cluster" row (six cluster nodes, three primaries; [redis]
+# cluster), in the same alternation, so each is read against the "redis" row (url).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/benches/load"
@@ -31,10 +34,12 @@ if ((quick)); then rounds=1; duration=2s; connections=8; fi
 source "$here/common.sh"
 build "$quick"
 read -r backend_port proxy_port hw_port admin_port express_port base_port base_admin redis_port rhw_port rhw_admin \
-  stream_redis_port shw_port shw_admin < <(free_ports 13)
+  stream_redis_port shw_port shw_admin sen_port sen_admin clu_port clu_admin < <(free_ports 17)
 stream_max_len=${STREAM_MAX_LEN:-200000}
 baseline=${BASELINE:-}
 with_redis=${REDIS:-0}
+ha=0
+[[ $with_redis == ha ]] && ha=1 && with_redis=1
 express=${EXPRESS:-1}
 ((quick)) && express=0
 
@@ -90,6 +95,40 @@ secrets = [\"$secret\"]
   wait_port "$rhw_port"
   wait_port "$shw_port"
 fi
+if ((ha)); then
+  # shellcheck source=redis_ha.sh
+  source "$here/redis_ha.sh"
+  start_sentinels
+  start_cluster
+  route="[[routes]]
+name = \"bench\"
+path = \"/bench\"
+secrets = [\"$secret\"]
+upstream = \"http://127.0.0.1:$backend_port/\""
+  start_hookwall "$sen_port" "$sen_admin" "[dedup]
+store = \"redis\"
+[redis]
+sentinels = $sentinel_list
+master = \"mymaster\"
+$route" sentinel
+  sentinel_hw_pid=$hw_pid
+  start_hookwall "$clu_port" "$clu_admin" "[dedup]
+store = \"redis\"
+[redis]
+cluster = $cluster_list
+$route" cluster
+  cluster_hw_pid=$hw_pid
+  hw_pid=$hw_main_pid
+  wait_port "$sen_port"
+  wait_port "$clu_port"
+  # Until both have their Redis links up.
+  for admin in $sen_admin $clu_admin; do
+    for _ in $(seq 100); do
+      curl -s "127.0.0.1:$admin/metrics" | grep -q '^hookwall_redis_up 1' && break
+      sleep 0.1
+    done
+  done
+fi
 if [[ -n $baseline ]]; then
   start_hookwall "$base_port" "$base_admin" "[[routes]]
 name = \"bench\"
@@ -131,12 +170,16 @@ run() { # label url extra-args...
     baseline*) cpu_pids=("$base_pid") ;;
     redis*) cpu_pids=("$redis_hw_pid") ;;
     stream*) cpu_pids=("$stream_hw_pid") ;;
+    sentinel*) cpu_pids=("$sentinel_hw_pid") ;;
+    cluster*) cpu_pids=("$cluster_hw_pid") ;;
     express*) cpu_pids=("$express_pid") ;;
     nginx*) mapfile -t cpu_pids < <(nginx_proxy_pids) ;;
   esac
   local admin=$admin_port
   [[ $label == baseline* ]] && admin=$base_admin
   [[ $label == redis* ]] && admin=$rhw_admin
+  [[ $label == sentinel* ]] && admin=$sen_admin
+  [[ $label == cluster* ]] && admin=$clu_admin
   local outcome=forwarded
   [[ $label == stream* ]] && admin=$shw_admin && outcome=queued
   before_fwd=$(forwarded "$admin" "$outcome")
@@ -149,7 +192,8 @@ run() { # label url extra-args...
     after_cpu=$(cpu_ticks "${cpu_pids[@]}")
     cpu_us=$(python3 -c "import json; r=json.loads('$out'); print(round(($after_cpu-$before_cpu)/$hz*1e6/max(r['requests'],1), 1))")
   fi
-  if [[ $label == hookwall* || $label == baseline* || $label == redis* || $label == stream* ]]; then
+  if [[ $label == hookwall* || $label == baseline* || $label == redis* || $label == stream* ||
+    $label == sentinel* || $label == cluster* ]]; then
     after_fwd=$(forwarded "$admin" "$outcome")
     local sent
     sent=$(python3 -c "import json; print(json.loads('$out')['requests'])")
@@ -168,6 +212,8 @@ for _ in $(seq "$rounds"); do
   run hookwall "http://127.0.0.1:$hw_port/bench"
   if [[ -n $baseline ]]; then run baseline "http://127.0.0.1:$base_port/bench"; fi
   if ((with_redis)); then run redis "http://127.0.0.1:$rhw_port/bench"; fi
+  if ((ha)); then run sentinel "http://127.0.0.1:$sen_port/bench"; fi
+  if ((ha)); then run cluster "http://127.0.0.1:$clu_port/bench"; fi
   if ((with_redis)); then run stream "http://127.0.0.1:$shw_port/bench"; fi
   if ((express)); then run express "http://127.0.0.1:$express_port/bench"; fi
 done
@@ -196,6 +242,8 @@ PY
   for _ in $(seq "$rounds"); do
     run direct-redis-rate "http://127.0.0.1:$backend_port/bench" --rate "$redis_rate"
     run redis-rate "http://127.0.0.1:$rhw_port/bench" --rate "$redis_rate"
+    if ((ha)); then run sentinel-rate "http://127.0.0.1:$sen_port/bench" --rate "$redis_rate"; fi
+    if ((ha)); then run cluster-rate "http://127.0.0.1:$clu_port/bench" --rate "$redis_rate"; fi
   done
 fi
 
@@ -224,7 +272,7 @@ def stat(label, key):
 print()
 print("| stack | req/s median (range) | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request |")
 print("| --- | --- | --- | --- | --- | --- |")
-for label in ["direct", "nginx", "hookwall", "baseline", "redis", "stream", "express"]:
+for label in ["direct", "nginx", "hookwall", "baseline", "redis", "sentinel", "cluster", "stream", "express"]:
     if not any(r["label"] == label for r in rows): continue
     print(f"| {label} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {stat(label,'cpu_us_per_request')} |")
 med = lambda l, k: statistics.median(r[k] for r in rows if r["label"] == l)
@@ -233,6 +281,9 @@ if any(r["label"] == "baseline" for r in rows):
     print(f"baseline (BASELINE=...) / nginx throughput: {med('baseline','rps')/med('nginx','rps'):.2f}x; hookwall / baseline: {med('hookwall','rps')/med('baseline','rps'):.3f}x; CPU per request {med('hookwall','cpu_us_per_request'):.1f} vs {med('baseline','cpu_us_per_request'):.1f} µs")
 if any(r["label"] == "redis" for r in rows):
     print(f"store = redis / store = memory throughput: {med('redis','rps')/med('hookwall','rps'):.2f}x")
+for mode in ["sentinel", "cluster"]:
+    if any(r["label"] == mode for r in rows):
+        print(f"{mode} / url (redis row) throughput: {med(mode,'rps')/med('redis','rps'):.3f}x; p99 {med(mode,'p99_us'):,.0f} µs vs {med('redis','p99_us'):,.0f} µs")
 if any(r["label"] == "stream" for r in rows):
     print(f"stream rule / forward throughput: {med('stream','rps')/med('hookwall','rps'):.2f}x; p99 {med('stream','p99_us'):,.0f} µs")
 if any(r["label"] == "express" for r in rows):
@@ -240,10 +291,10 @@ if any(r["label"] == "express" for r in rows):
 print()
 print("| at a fixed rate | req/s | p50 µs | p99 µs | p99.9 µs | median p99 added over direct |")
 print("| --- | --- | --- | --- | --- | --- |")
-for label in ["direct-rate", "nginx-rate", "hookwall-rate", "baseline-rate", "direct-redis-rate", "redis-rate"]:
+for label in ["direct-rate", "nginx-rate", "hookwall-rate", "baseline-rate", "direct-redis-rate", "redis-rate", "sentinel-rate", "cluster-rate"]:
     if not any(r["label"] == label for r in rows): continue
     # store = "redis" runs at half of its own peak, against direct at that same rate.
-    direct = "direct-redis-rate" if "redis" in label else "direct-rate"
+    direct = "direct-redis-rate" if any(m in label for m in ("redis", "sentinel", "cluster")) else "direct-rate"
     added = med(label, "p99_us") - med(direct, "p99_us")
     print(f"| {label[:-5]} | {stat(label,'rps')} | {stat(label,'p50_us')} | {stat(label,'p99_us')} | {stat(label,'p999_us')} | {added:,.0f} µs |")
 print(f"\nhookwall peak RSS {int(rss_kb)/1024:.1f} MB with {int(float(ids)):,} ids remembered; {fds} open fds at the end; {cores} cores")
