@@ -382,6 +382,29 @@ async fn never_a_body_a_signature_a_secret_or_another_header() {
     }
 }
 
+/// With traces on (the binary, exporting to a collector the test runs), an entry names
+/// its request's trace: the SERVER span's trace id.
+#[tokio::test]
+async fn with_traces_an_entry_names_its_trace() {
+    use crate::helpers::collector::Collector;
+    use crate::helpers::running::{config_dir, Running};
+    let upstream = Upstream::ok().await;
+    let collector = Collector::start().await;
+    let telemetry = format!("[telemetry]\notlp_endpoint = \"{}\"", collector.url());
+    let (_dir, file) = config_dir(&upstream, &telemetry);
+    let fast = ("OTEL_BSP_SCHEDULE_DELAY", "20");
+    let hookwall = Running::start_env(&file, Some("info"), &[fast]).await;
+    assert_eq!(hookwall.post_event(SECRET, "msg_traced").await, 200);
+    let span = collector.server_span("msg_traced").await;
+    let (_, _, body) = get(&format!("http://{}/deliveries", hookwall.admin)).await;
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    let entry = &json["deliveries"][0];
+    assert_eq!(entry["id"], "msg_traced");
+    assert_eq!(entry["trace_id"].as_str(), Some(span.trace_id.as_str()));
+    let (_, _, page) = get(&format!("http://{}/", hookwall.admin)).await;
+    assert!(String::from_utf8_lossy(&page).contains(&span.trace_id));
+}
+
 /// Runs Debian's `chromium` headless on `url` with `args` and returns what it printed.
 /// Bounded: killed after 60 s. Polls (the proxy serves the page on this runtime).
 async fn chromium(args: &[&str], url: &str) -> String {
