@@ -196,8 +196,13 @@ async fn check_failover(
         back_after.as_secs_f64(),
         (event + back_after).saturating_duration_since(promoted).as_secs_f64(),
     );
+    // About a second, typically. The bound is wider: with the tests' 1 s
+    // down-after-milliseconds a loaded machine sometimes sees a second failover right after
+    // the first (the sentinels miss the new primary's first pings), and its primary's only
+    // live replica is the one Sentinel converts 10 s later; min-replicas-to-write refuses
+    // writes until then (measured once in 11 runs: 12.5 s).
     assert!(
-        (event + back_after).saturating_duration_since(promoted) < Duration::from_secs(5),
+        (event + back_after).saturating_duration_since(promoted) < Duration::from_secs(15),
         "{what}: served again within seconds of the promotion"
     );
     (twice, resent_new)
@@ -242,6 +247,15 @@ async fn sentinel_failover(what: &str, options: Options, act: impl FnOnce(&mut S
     let new = tokio::task::block_in_place(|| set.wait_promoted(old, Duration::from_secs(20)));
     let promoted = Instant::now();
     let outcome = load.finish().await;
+    if outcome.outage(event).0 > Duration::from_secs(5) {
+        // What the sentinels and hookwall did, for the failure below.
+        let lines: Vec<String> = a
+            .log()
+            .into_iter()
+            .filter(|l| l.contains("Redis"))
+            .collect();
+        eprintln!("{}\n{}", set.logs(), lines.join("\n"));
+    }
     let (twice, resent_new) =
         check_failover(what, &outcome, event, promoted, &upstream, &urls).await;
     assert_ne!(new, old);

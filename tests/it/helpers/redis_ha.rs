@@ -301,6 +301,11 @@ impl Sentinels {
         );
     }
 
+    /// The sentinels' and the data nodes' last log lines, for a failure's message.
+    pub fn logs(&self) -> String {
+        logs(&self.sentinels, 30) + &logs(&self.nodes, 15)
+    }
+
     /// `host:port` of each sentinel.
     pub fn addrs(&self) -> Vec<String> {
         self.sentinels.iter().map(Node::addr).collect()
@@ -462,17 +467,7 @@ impl Cluster {
 
     /// Each node's log's last lines, for a failure's message.
     pub fn logs(&self) -> String {
-        let mut out = String::new();
-        for node in &self.nodes {
-            let log = std::fs::read_to_string(node.dir.path().join("node.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            out.push_str(&format!(
-                "== {}\n{}\n",
-                node.port,
-                lines[lines.len().saturating_sub(8)..].join("\n")
-            ));
-        }
-        out
+        logs(&self.nodes, 8)
     }
 
     /// `CLUSTER NODES` as a running node sees it, for a failure's message.
@@ -524,4 +519,16 @@ fn cluster_ok(node: &Node) -> bool {
         Ok(Value::VerbatimString { text, .. }) => text.contains("cluster_state:ok"),
         _ => false,
     }
+}
+
+/// The last `lines` lines of each node's log.
+pub fn logs(nodes: &[Node], lines: usize) -> String {
+    let mut out = String::new();
+    for node in nodes {
+        let log = std::fs::read_to_string(node.dir.path().join("node.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        out.push_str(&format!("== {}\n{tail}\n", node.port));
+    }
+    out
 }
