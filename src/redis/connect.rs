@@ -11,11 +11,11 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    Pipeline, RedisConnectionInfo, RedisFuture, RedisResult, TlsCertificates, Value,
+    AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, RedisResult, TlsCertificates, Value,
 };
 
 use super::error::StoreError;
+use super::node::{client, Node};
 use super::sentinel::Sentinel;
 use crate::config::{NodeAddr, RedisConfig, RedisMode};
 
@@ -61,53 +61,6 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// How a named node is reached: its ACL user and password, TLS and the CAs to trust.
-#[derive(Clone, Default)]
-pub(super) struct Node {
-    username: Option<String>,
-    password: Option<String>,
-    tls: bool,
-    ca: Option<Vec<u8>>,
-}
-
-impl Node {
-    fn info(&self, addr: &NodeAddr) -> RedisResult<ConnectionInfo> {
-        let address = match self.tls {
-            true => ConnectionAddr::TcpTls {
-                host: addr.host.clone(),
-                port: addr.port,
-                insecure: false,
-                tls_params: None,
-            },
-            false => ConnectionAddr::Tcp(addr.host.clone(), addr.port),
-        };
-        let mut settings = RedisConnectionInfo::default();
-        if let Some(username) = &self.username {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = &self.password {
-            settings = settings.set_password(password);
-        }
-        Ok(address.into_connection_info()?.set_redis_settings(settings))
-    }
-
-    fn certs(&self) -> Option<TlsCertificates> {
-        self.ca.as_ref().map(|pem| TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem.clone()),
-        })
-    }
-}
-
-/// A client for the node at `addr`.
-pub(super) fn client(addr: &NodeAddr, node: &Node) -> RedisResult<Client> {
-    let info = node.info(addr)?;
-    match node.certs() {
-        Some(certs) => Client::build_with_tls(info, certs),
-        None => Client::open(info),
-    }
-}
-
 /// What makes links, per mode.
 pub(super) enum Connector {
     Url(Client),
@@ -124,12 +77,12 @@ impl Connector {
     /// `primary_changes`: counted when the sentinels name a new primary.
     pub(super) fn new(config: &RedisConfig, primary_changes: IntCounter) -> RedisResult<Self> {
         let ca = config.ca_file.as_ref().map(|(_, pem)| pem.clone());
-        let node = Node {
-            username: config.username.clone(),
-            password: config.password.as_ref().map(|p| p.value.clone()),
-            tls: config.tls,
-            ca: ca.clone(),
-        };
+        let node = Node::new(
+            config.username.clone(),
+            config.password.as_ref().map(|p| p.value.clone()),
+            config.tls,
+            ca.clone(),
+        );
         Ok(match &config.mode {
             RedisMode::Url { url, .. } => match &config.ca_file {
                 Some((_, pem)) => Connector::Url(Client::build_with_tls(
@@ -142,12 +95,12 @@ impl Connector {
                 None => Connector::Url(Client::open(url.as_str())?),
             },
             RedisMode::Sentinel { sentinels, master } => {
-                let sentinel_node = Node {
-                    username: None,
-                    password: config.sentinel_password.as_ref().map(|p| p.value.clone()),
-                    tls: config.tls,
+                let sentinel_node = Node::new(
+                    None,
+                    config.sentinel_password.as_ref().map(|p| p.value.clone()),
+                    config.tls,
                     ca,
-                };
+                );
                 Connector::Sentinel(Sentinel::new(
                     sentinels,
                     master,
@@ -300,13 +253,13 @@ fn cluster_client(
         .retries(CLUSTER_RETRIES)
         .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
         .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS);
-    if let Some(username) = &node.username {
+    if let Some(username) = node.username() {
         builder = builder.username(username);
     }
-    if let Some(password) = &node.password {
+    if let Some(password) = node.password() {
         builder = builder.password(password);
     }
-    if node.tls {
+    if node.tls() {
         builder = builder.tls(redis::TlsMode::Secure);
     }
     if let Some(certs) = node.certs() {

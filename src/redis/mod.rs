@@ -10,6 +10,7 @@ mod commands;
 mod connect;
 mod error;
 pub mod keys;
+mod node;
 mod renewals;
 mod sentinel;
 

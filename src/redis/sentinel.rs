@@ -27,8 +27,8 @@ use prometheus::IntCounter;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
 
-use super::connect::{client, Node};
 use super::error::StoreError;
+use super::node::{client, Node};
 use crate::config::NodeAddr;
 
 pub(super) struct Sentinel {
