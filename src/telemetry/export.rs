@@ -154,12 +154,16 @@ fn shaped(span: &mut SpanData) {
             _ => {}
         }
     }
-    span.name = format!(
-        "{} {}",
+    // Not `format!`: every request's span is named here.
+    let (method, route) = (
         method.as_deref().unwrap_or("POST"),
-        route.as_deref().unwrap_or(UNMATCHED)
-    )
-    .into();
+        route.as_deref().unwrap_or(UNMATCHED),
+    );
+    let mut name = String::with_capacity(method.len() + 1 + route.len());
+    name.push_str(method);
+    name.push(' ');
+    name.push_str(route);
+    span.name = name.into();
 }
 
 #[cfg(test)]

@@ -82,7 +82,12 @@ async fn each_request_is_a_server_span_with_its_outcome() {
     let (_dir, file) = config(&upstream, &telemetry(&collector));
     let hookwall = Running::start_env(&file, Some("info"), &[FAST]).await;
 
-    assert_eq!(send_event(&hookwall, "msg_fwd", "user.created").await, 200);
+    // With a header value, a body and a signature that no span may carry.
+    let body = br#"{"type":"user.created","data":{"name":"BODY-MARKER"}}"#;
+    let mut headers = signed(SECRET, "msg_fwd", now(), body);
+    let signature = headers[2].1.clone();
+    headers.push(("x-private".into(), "HEADER-MARKER".into()));
+    assert_eq!(post(&hookwall.url("/hook"), &headers, body).await.0, 200);
     assert_eq!(send_event(&hookwall, "msg_fwd", "user.created").await, 200);
     assert_eq!(
         send_event(&hookwall, "msg_filtered", "session.ended").await,
@@ -133,6 +138,15 @@ async fn each_request_is_a_server_span_with_its_outcome() {
     assert_eq!(client.attribute("server.port"), Some(port.as_str()));
     assert_eq!(client.attribute("http.response.status_code"), Some("200"));
     assert!(!client.error);
+    // Numbers are integers, as the semantic conventions have them.
+    for (span, name) in [
+        (&server, "http.response.status_code"),
+        (&server, "hookwall.secret_index"),
+        (&client, "server.port"),
+        (&client, "http.response.status_code"),
+    ] {
+        assert!(span.integers.iter().any(|n| n == name), "{name}: {span:?}");
+    }
     // The upstream's traceparent names the CLIENT span.
     let received = upstream.received();
     assert_eq!(received.len(), 1);
@@ -163,6 +177,20 @@ async fn each_request_is_a_server_span_with_its_outcome() {
         };
         assert_eq!(span.name, format!("POST {route}"));
         assert_eq!(span.attribute("hookwall.route"), Some(route));
+    }
+    // Nothing a sender sent but its id and event type, and no secret.
+    for span in collector.spans() {
+        for (name, value) in &span.attributes {
+            for secret in [
+                "BODY-MARKER",
+                "HEADER-MARKER",
+                &signature,
+                SECRET,
+                OTHER_SECRET,
+            ] {
+                assert!(!value.contains(secret), "{name} = {value:?} in {span:?}");
+            }
+        }
     }
     // Only the forward made a CLIENT span.
     let clients = collector

@@ -35,6 +35,8 @@ pub struct Got {
     pub kind: SpanKind,
     /// Values as text (strings as they are, integers in decimal).
     pub attributes: HashMap<String, String>,
+    /// The names of the attributes whose values are integers.
+    pub integers: Vec<String>,
     /// Status ERROR.
     pub error: bool,
     /// The resource's `service.name`.
@@ -149,6 +151,17 @@ async fn receive(
                 .iter()
                 .filter_map(|kv| Some((kv.key.clone(), text(kv)?)))
                 .collect();
+            let integers = span
+                .attributes
+                .iter()
+                .filter(|kv| {
+                    matches!(
+                        kv.value.as_ref().and_then(|v| v.value.as_ref()),
+                        Some(Value::IntValue(_))
+                    )
+                })
+                .map(|kv| kv.key.clone())
+                .collect();
             got.push(Got {
                 trace_id: hex(&span.trace_id),
                 span_id: hex(&span.span_id),
@@ -156,6 +169,7 @@ async fn receive(
                 name: span.name.clone(),
                 kind: span.kind(),
                 attributes,
+                integers,
                 error: span
                     .status
                     .as_ref()
