@@ -70,6 +70,27 @@ TOML
   pids+=($hw_pid)
 }
 
+# start_collector PORT: an OTLP/HTTP collector on loopback that takes every batch (200 on a
+# kept-alive connection) and does nothing else, for TRACING=1: what is measured is
+# hookwall's side of tracing.
+start_collector() {
+  python3 - "$1" <<'PY' &
+import http.server, sys
+class Collector(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Collector).serve_forever()
+PY
+  pids+=($!)
+  wait_port "$1"
+}
+
 # free_ports N: N loopback ports free right now, on one line.
 free_ports() {
   python3 -c '

@@ -8,8 +8,10 @@
 # cache line not at all). Prints both totals and the functions whose counts moved most.
 #
 #   BASELINE=path/to/older/hookwall benches/load/instructions.sh   # release builds
+#   TRACING=1 BASELINE=... benches/load/instructions.sh            # this build exports a
+#                                                                  # trace of every request
 #
-# Env: REQUESTS (1000). Needs valgrind (Debian's package) and nginx.
+# Env: REQUESTS (1000), TRACING (0). Needs valgrind (Debian's package) and nginx.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/benches/load"
@@ -27,8 +29,17 @@ read -r backend_port < <(free_ports 1)
 start_nginx backend nginx-backend.conf "$backend_port"
 wait_port "$backend_port"
 
-# count NAME BINARY: writes $work/NAME.out (callgrind's dump of the measured requests) and
-# prints "NAME: N requests, I instructions a request".
+telemetry=''
+if ((${TRACING:-0})); then
+  read -r otlp_port < <(free_ports 1)
+  start_collector "$otlp_port"
+  telemetry="[telemetry]
+otlp_endpoint = \"http://127.0.0.1:$otlp_port\""
+fi
+
+# count NAME BINARY [TOML]: writes $work/NAME.out (callgrind's dump of the measured
+# requests) and prints "NAME: N requests, I instructions a request". TOML goes before the
+# route.
 count() {
   local name=$1 binary=$2 port admin vpid before after
   read -r port admin < <(free_ports 2)
@@ -39,6 +50,7 @@ addr = "127.0.0.1:$port"
 addr = "127.0.0.1:$admin"
 [log]
 level = "warn"
+${3:-}
 [[routes]]
 name = "bench"
 path = "/bench"
@@ -71,7 +83,7 @@ print(f"{sys.argv[2]}: {n} requests, {total / n:,.0f} instructions a request")
 PY
 }
 
-count this "$hookwall"
+count this "$hookwall" "$telemetry"
 count baseline "$baseline"
 python3 - "$work/baseline.out" "$work/this.out" "$requests" <<'PY'
 import re, subprocess, sys

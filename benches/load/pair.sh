@@ -11,8 +11,11 @@
 #                                                              # the same event signed as Stripe does
 #   GITHUB=1 BASELINE=... benches/load/pair.sh                 # also this build's GitHub route
 #                                                              # (dedup on the body's digest)
+#   TRACING=1 BASELINE=... benches/load/pair.sh                # this build exports a trace of
+#                                                              # every request (sample_ratio 1.0)
+#                                                              # to a local OTLP receiver
 #
-# Env: ROUNDS (10), DURATION (8s), CONNECTIONS (64), STRIPE (0), GITHUB (0).
+# Env: ROUNDS (10), DURATION (8s), CONNECTIONS (64), STRIPE (0), GITHUB (0), TRACING (0).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/benches/load"
@@ -53,6 +56,14 @@ upstream = \"http://127.0.0.1:$backend_port/\""
 routes=$route
 ((stripe)) && routes+=$stripe_route
 ((github)) && routes+=$github_route
+if ((${TRACING:-0})); then
+  read -r otlp_port < <(free_ports 1)
+  start_collector "$otlp_port"
+  routes="[telemetry]
+otlp_endpoint = \"http://127.0.0.1:$otlp_port\"
+sample_ratio = 1.0
+$routes"
+fi
 start_hookwall "$a_port" "$a_admin" "$routes"
 a_pid=$hw_pid
 start_hookwall "$b_port" "$b_admin" "$route" baseline "$baseline"
@@ -94,3 +105,15 @@ print(f"this / baseline, per round: {', '.join(f'{x:.3f}' for x in ratio)}")
 print(f"median of the rounds' ratios {statistics.median(ratio):.3f}; req/s {med(0):,.0f} vs {med(2):,.0f}; "
       f"CPU per request {med(1):.1f} vs {med(3):.1f} µs")
 PY
+if ((${TRACING:-0})); then
+  # How many of this build's spans the exporter could not queue or send.
+  python3 - "$a_admin" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
+def total(name, labels=""):
+    return sum(float(v) for v in re.findall(rf"^{name}{labels}\S* (\S+)$", text, re.M))
+spans = 2 * total("hookwall_requests_total", r'\{[^}]*outcome="forwarded"')
+dropped = total("hookwall_trace_spans_dropped_total")
+print(f"traces: {dropped:,.0f} of {spans:,.0f} spans dropped (a SERVER and a CLIENT span a request)")
+PY
+fi
