@@ -277,6 +277,49 @@ async fn a_senders_trace_is_continued_and_failures_are_errors() {
 }
 
 #[tokio::test]
+async fn a_forward_that_outlives_its_request_ends_its_span_when_it_ends() {
+    let (upstream, arrived, release) = holding_upstream().await;
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookwall.toml");
+    let toml = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\
+         {}\n[[routes]]\nname = \"slow\"\npath = \"/slow\"\nsecrets = [\"{SECRET}\"]\n\
+         upstream = \"{}\"\nupstream_timeout = \"300ms\"\nconnect_timeout = \"300ms\"\n",
+        telemetry(&collector),
+        upstream.url("/")
+    );
+    std::fs::write(&file, toml).unwrap();
+    let hookwall = Running::start_env(&file, Some("info"), &[FAST]).await;
+
+    let body = event("user.created");
+    let headers = signed(SECRET, "msg_slow", now(), &body);
+    let (status, _, _) = post(&hookwall.url("/slow"), &headers, &body).await;
+    assert_eq!(status, 504, "the sender stopped waiting");
+    arrived.notified().await;
+    let answered_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    release.notify_one();
+
+    let server = collector.server_span("msg_slow").await;
+    assert_eq!(server.attribute("http.response.status_code"), Some("504"));
+    assert!(server.error);
+    assert!(
+        server.end < answered_at,
+        "the request's span ends with its answer"
+    );
+    let client = collector.child(&server, "POST").await;
+    assert_eq!(client.attribute("http.response.status_code"), Some("200"));
+    assert!(!client.error);
+    assert!(
+        client.end > answered_at,
+        "the forward's span ends when the upstream answered, after its request's"
+    );
+}
+
+#[tokio::test]
 async fn a_stream_entry_carries_the_traceparent_of_its_append() {
     let redis = RedisServer::start();
     let collector = Collector::start().await;

@@ -39,6 +39,9 @@ pub struct Got {
     pub integers: Vec<String>,
     /// Status ERROR.
     pub error: bool,
+    /// When it started and ended, Unix nanoseconds.
+    pub start: u64,
+    pub end: u64,
     /// The resource's `service.name`.
     pub service: String,
     /// The path the batch was posted to.
@@ -170,6 +173,8 @@ async fn receive(
                 kind: span.kind(),
                 attributes,
                 integers,
+                start: span.start_time_unix_nano,
+                end: span.end_time_unix_nano,
                 error: span
                     .status
                     .as_ref()
