@@ -313,6 +313,7 @@ async fn a_forward_that_outlives_its_request_ends_its_span_when_it_ends() {
     let client = collector.child(&server, "POST").await;
     assert_eq!(client.attribute("http.response.status_code"), Some("200"));
     assert!(!client.error);
+    assert!(client.start >= server.start);
     assert!(
         client.end > answered_at,
         "the forward's span ends when the upstream answered, after its request's"
