@@ -96,19 +96,23 @@ pub async fn handle(
     telemetry::answered(&span, provider, outcome.label(), status);
     if facts.on() {
         facts.trace_id(telemetry::trace_id(&span));
-        remember(shared, facts, route, (outcome, status, upstream_status), elapsed);
+        remember(
+            shared,
+            facts,
+            route,
+            (outcome, status, upstream_status),
+            elapsed,
+        );
     }
     let outcome = outcome.label();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     match error {
         None => tracing::info!(parent: &span, outcome, status, latency_ms, "request"),
-        Some(error) if !span.is_disabled() => {
-            tracing::warn!(parent: &span, outcome, status, latency_ms, error, "request")
-        }
-        // Logging warnings only: the request's span is off, so the line names its route.
+        // The line names its route itself: logging warnings only, the log shows no info
+        // span around it (with traces on, the span is made all the same, for the exporter).
         Some(error) => {
             let route = route.map_or(crate::labels::UNMATCHED, |r| &*r.route.name);
-            tracing::warn!(route, outcome, status, latency_ms, error, "request")
+            tracing::warn!(parent: &span, route, outcome, status, latency_ms, error, "request")
         }
     }
     response

@@ -16,11 +16,11 @@ use crate::route::Rules;
 use crate::secret::SecretSource;
 use crate::verify::Scheme;
 use build::build;
-pub use redis_section::{NodeAddr, RedisConfig, RedisMode, Resolved};
 use raw::{
     RawAdmin, RawConfig, RawDedup, RawLimits, RawListen, RawLog, RawRedis, RawRoute, RawTelemetry,
     RawVerify,
 };
+pub use redis_section::{NodeAddr, RedisConfig, RedisMode, Resolved};
 
 /// The defaults, each with its reason.
 pub mod defaults {
