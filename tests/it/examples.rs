@@ -204,7 +204,7 @@ fn kubernetes_manifests_parse_and_agree_with_the_config() {
     );
 }
 
-const CONTRACT_METRICS: [&str; 19] = [
+const CONTRACT_METRICS: [&str; 22] = [
     "hookwall_requests_total",
     "hookwall_request_duration_seconds",
     "hookwall_upstream_duration_seconds",
@@ -224,6 +224,9 @@ const CONTRACT_METRICS: [&str; 19] = [
     "hookwall_redis_duration_seconds",
     "hookwall_dedup_fallbacks_total",
     "hookwall_shadow_verdicts_total",
+    "hookwall_dedup_forgotten_total",
+    "hookwall_trace_spans_dropped_total",
+    "hookwall_redis_primary_changes_total",
 ];
 
 /// Every `hookwall_…` name in a PromQL expression is a contract metric (or its _bucket).
