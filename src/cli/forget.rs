@@ -40,8 +40,9 @@ pub struct ForgetArgs {
     /// 127.0.0.1]
     #[arg(long)]
     pub admin: Option<String>,
-    /// The admin token, as in the config: env:NAME, file:PATH or the value [default:
-    /// admin.token]
+    /// The admin token, as in the config: env:NAME, file:PATH or the value (prefer env:
+    /// or file:: a value on the command line shows in the process list and the shell's
+    /// history) [default: admin.token]
     #[arg(long)]
     pub token: Option<String>,
 }
