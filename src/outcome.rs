@@ -143,7 +143,8 @@ fn refusal(reject: &Reject) -> (Outcome, StatusCode, Option<&'static str>) {
     }
 }
 
-fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+/// An answer hookwall gives itself: `body`, small JSON of its own.
+pub(crate) fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(

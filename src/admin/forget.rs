@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq as _;
 use crate::chain::chain;
 use crate::config::AdminToken;
 use crate::dedup::Seen;
+use crate::outcome::json;
 use crate::state::Shared;
 use crate::store::Id;
 
@@ -173,16 +174,6 @@ async fn read(request: Request<Incoming>) -> Result<Asked, Response<Full<Bytes>>
 
 fn bad_request() -> Response<Full<Bytes>> {
     json(StatusCode::BAD_REQUEST, r#"{"error":"bad_request"}"#)
-}
-
-fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 #[cfg(test)]
