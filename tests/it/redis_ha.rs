@@ -537,3 +537,47 @@ async fn cluster_a_killed_primary_loses_nothing_and_its_replica_takes_over() {
     let forwarded: HashMap<String, usize> = upstream.ids();
     assert!(outcome.done.iter().all(|id| forwarded.contains_key(id)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_with_tls_and_an_acl_user() {
+    let options = Options {
+        acl: true,
+        tls: Some(Arc::new(pki("hookwall-test-redis-ca"))),
+        ..Options::default()
+    };
+    let cluster = tokio::task::block_in_place(|| Cluster::start(&options));
+    let upstream = Upstream::ok().await;
+    let auth = format!(
+        "username = \"{}\"\npassword = \"file:redis-password\"\n",
+        redis_ha::USER
+    );
+    let tls = format!("{auth}tls = true\nca_file = \"ca.pem\"\n");
+    let (dir, file) = config_dir(&upstream, &cluster_config(&cluster, &tls));
+    std::fs::write(dir.path().join("redis-password"), redis_ha::PASSWORD).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &options.tls.as_ref().unwrap().ca).unwrap();
+    let (a, b) = two(&file).await;
+    assert_eq!(send_event(&a.url("/hook"), "msg_1").await.0, 200);
+    until("a duplicate on B", async || {
+        send_event(&b.url("/hook"), "msg_1")
+            .await
+            .1
+            .contains("duplicate")
+    })
+    .await;
+    let key = "hookwall:dedup:{hook}:msg_1";
+    assert!(cluster.node(cluster.primary_of(key)).get(key).is_some());
+    // Without the CA the nodes' certificate is not trusted: never a link, every request
+    // refused, nothing forwarded.
+    let untrusting = format!("{auth}tls = true\n");
+    let (dir, file) = config_dir(&upstream, &cluster_config(&cluster, &untrusting));
+    std::fs::write(dir.path().join("redis-password"), redis_ha::PASSWORD).unwrap();
+    let c = Running::start_with(&file, Some("info")).await;
+    until("the nodes' certificate refused", async || {
+        c.log().iter().any(|line| line.contains("UnknownIssuer"))
+    })
+    .await;
+    let (status, _) = send_event(&c.url("/hook"), "msg_2").await;
+    assert_eq!(status, 503);
+    assert!(!upstream.ids().contains_key("msg_2"));
+    assert_eq!(upstream.ids()["msg_1"], 1);
+}
