@@ -16,6 +16,7 @@ use redis::{
 
 use super::error::StoreError;
 use super::node::{client, Node};
+use super::promotions;
 use super::sentinel::Sentinel;
 use crate::config::{NodeAddr, RedisConfig, RedisMode};
 
@@ -68,13 +69,16 @@ pub(super) enum Connector {
     Cluster {
         /// Boxed: it is twice the others' size.
         client: Box<ClusterClient>,
-        /// The seed nodes, each on its own, for `hookwall check`.
+        /// The seed nodes, each on its own, for `hookwall check` and the promotions'
+        /// count (`promotions.rs`).
         seeds: Vec<(NodeAddr, Client)>,
+        primary_changes: IntCounter,
     },
 }
 
 impl Connector {
-    /// `primary_changes`: counted when the sentinels name a new primary.
+    /// `primary_changes`: counted when the sentinels name a new primary, or when a
+    /// cluster's replica takes over slots.
     pub(super) fn new(config: &RedisConfig, primary_changes: IntCounter) -> RedisResult<Self> {
         let ca = config.ca_file.as_ref().map(|(_, pem)| pem.clone());
         let node = Node::new(
@@ -116,6 +120,7 @@ impl Connector {
                     .iter()
                     .map(|addr| Ok((addr.clone(), client(addr, &node)?)))
                     .collect::<RedisResult<_>>()?,
+                primary_changes,
             },
         })
     }
@@ -141,14 +146,21 @@ impl Connector {
         }
     }
 
-    /// Sentinels: asks them for as long as the process runs (`Sentinel::watch`); other
-    /// modes: returns at once.
+    /// Sentinels: asks them for as long as the process runs (`Sentinel::watch`); a
+    /// cluster: asks its seeds, to count promotions (`promotions::watch`); `url`: returns
+    /// at once.
     pub(super) async fn watch(&self, timeout: Duration) {
-        if let Connector::Sentinel(sentinel) = self {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(connect_timeout(timeout)))
-                .set_response_timeout(Some(timeout));
-            sentinel.watch(config).await;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout(timeout)))
+            .set_response_timeout(Some(timeout));
+        match self {
+            Connector::Url(_) => {}
+            Connector::Sentinel(sentinel) => sentinel.watch(config).await,
+            Connector::Cluster {
+                seeds,
+                primary_changes,
+                ..
+            } => promotions::watch(seeds, config, primary_changes.clone()).await,
         }
     }
 

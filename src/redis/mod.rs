@@ -11,6 +11,7 @@ mod connect;
 mod error;
 pub mod keys;
 mod node;
+mod promotions;
 mod renewals;
 mod sentinel;
 
@@ -103,7 +104,7 @@ impl Redis {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(self.clone().renew_leases(worker));
             if worker == 0 {
-                // Sentinels: one watcher per process (on the first worker's runtime).
+                // Sentinels, cluster: one watcher per process (on the first worker's runtime).
                 let this = self.clone();
                 runtime.spawn(async move { this.connector.watch(this.timeout).await });
             }

@@ -477,6 +477,7 @@ async fn cluster_replicas_share_one_memory_a_stream_takes_each_id_once_and_forge
                 "{op}: no CROSSSLOT, nothing refused"
             );
         }
+        assert_eq!(primary_changes(&metrics), 0.0, "no failover");
     }
 }
 
@@ -536,6 +537,14 @@ async fn cluster_a_killed_primary_loses_nothing_and_its_replica_takes_over() {
     );
     let forwarded: HashMap<String, usize> = upstream.ids();
     assert!(outcome.done.iter().all(|id| forwarded.contains_key(id)));
+    // Each process asks the seeds every second: the replica that took over, counted once.
+    for running in [&a, &b] {
+        until("the promotion counted", async || {
+            primary_changes(&running.metrics().await) >= 1.0
+        })
+        .await;
+        assert_eq!(primary_changes(&running.metrics().await), 1.0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
