@@ -52,7 +52,8 @@ const REDIS_BUCKETS: [f64; 11] = [
 #[derive(Clone)]
 pub struct RedisMetrics {
     pub up: IntGauge,
-    /// A new primary found after a failover (the sentinels named another node).
+    /// A new primary found after a failover (the sentinels named another node, or a
+    /// cluster replica took over slots).
     pub primary_changes: IntCounter,
     commands: [[IntCounter; 3]; RedisOp::ALL.len()],
     duration: [Histogram; RedisOp::ALL.len()],
@@ -424,7 +425,7 @@ impl Metrics {
             r,
             IntCounter::new(
                 "hookwall_redis_primary_changes_total",
-                "A new Redis primary found after a failover (sentinels).",
+                "A new Redis primary found after a failover (sentinels; a cluster replica that took over slots).",
             )
             .expect("a valid metric"),
         );
