@@ -6,8 +6,10 @@
 # hadolint), node + npm (the Express example, the Node stream worker,
 # @octokit/webhooks-methods), promtool (Debian's `prometheus` package), redis-server and
 # redis-sentinel (Debian's packages: each Redis test starts its own on free ports; the
-# Sentinel tests three sentinels), chromium (Debian's:
-# the admin page is looked at in a real headless browser), cargo-nextest.
+# Sentinel tests three sentinels), chromium (Debian's: the admin page is looked at in a
+# real headless browser), cargo-nextest. The Rust crates the tests use (opentelemetry-proto
+# decodes what the tests' OTLP collector receives) are dev-dependencies locked in
+# Cargo.lock: cargo fetches them from crates.io with the build, as every other crate.
 # Missing ones are installed; a test whose tool is still missing fails, it never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
