@@ -20,25 +20,8 @@ const STRANGER_SECRET: &str = "whsec_c3RyYW5nZXItc2VjcmV0LW5vdC1vbi1yb3V0ZQ==";
 /// `session.*`; route `gh` (GitHub) forwards everything. `admin` goes in `[admin]`.
 fn config(upstream: &str, admin: &str) -> String {
     format!(
-        r#"[admin]
-{admin}
-[[routes]]
-name = "r"
-path = "/hook"
-secrets = ["{OTHER_SECRET}", "{SECRET}"]
-  [[routes.rules]]
-  events = ["user.*"]
-  upstream = "{upstream}"
-  [[routes.rules]]
-  events = ["session.*"]
-  action = "drop"
-[[routes]]
-name = "gh"
-path = "/gh"
-provider = "github"
-secrets = ["{GITHUB_SECRET}"]
-upstream = "{upstream}"
-"#
+        "[admin]\n{admin}\n{}",
+        svix_and_github_routes("r", upstream, GITHUB_SECRET)
     )
 }
 

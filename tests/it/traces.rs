@@ -37,24 +37,8 @@ format = "json"
 [limits]
 shutdown_delay = "0s"
 {extra}
-[[routes]]
-name = "hook"
-path = "/hook"
-secrets = ["{OTHER_SECRET}", "{SECRET}"]
-  [[routes.rules]]
-  events = ["user.*"]
-  upstream = "{up}"
-  [[routes.rules]]
-  events = ["session.*"]
-  action = "drop"
-[[routes]]
-name = "gh"
-path = "/gh"
-provider = "github"
-secrets = ["{GITHUB_SECRET}"]
-upstream = "{up}"
-"#,
-        up = upstream.url("/")
+{routes}"#,
+        routes = svix_and_github_routes("hook", &upstream.url("/"), GITHUB_SECRET)
     );
     std::fs::write(&file, toml).unwrap();
     (dir, file)

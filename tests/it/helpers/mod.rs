@@ -620,3 +620,28 @@ pub fn pki(name: &str) -> Pki {
         key: key.serialize_pem(),
     }
 }
+
+/// Two routes: `name` at `/hook` (Svix; its secrets `OTHER_SECRET` then `SECRET`) forwarding
+/// `user.*` to `upstream` and dropping `session.*`, and `gh` at `/gh` (GitHub, signed with
+/// `github_secret`) forwarding everything to `upstream`.
+pub fn svix_and_github_routes(name: &str, upstream: &str, github_secret: &str) -> String {
+    format!(
+        r#"[[routes]]
+name = "{name}"
+path = "/hook"
+secrets = ["{OTHER_SECRET}", "{SECRET}"]
+  [[routes.rules]]
+  events = ["user.*"]
+  upstream = "{upstream}"
+  [[routes.rules]]
+  events = ["session.*"]
+  action = "drop"
+[[routes]]
+name = "gh"
+path = "/gh"
+provider = "github"
+secrets = ["{github_secret}"]
+upstream = "{upstream}"
+"#
+    )
+}
