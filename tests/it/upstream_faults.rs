@@ -110,12 +110,7 @@ async fn a_reset_after_a_2xx_status_line_is_a_502_and_the_id_is_delivered() {
     let addr = raw_upstream(move |mut stream, id| {
         let seen = seen.clone();
         async move {
-            let first = {
-                let mut seen = seen.lock().unwrap();
-                let n = seen.entry(id).or_default();
-                *n += 1;
-                *n == 1
-            };
+            let first = first_attempt(&seen, id);
             if first {
                 // 200 and half a body, then the connection dies.
                 let _ = stream
@@ -157,12 +152,7 @@ async fn a_reset_after_the_request_was_sent_is_a_502_logged_as_such_and_releases
     let attempts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let seen = attempts.clone();
     let addr = raw_upstream(move |mut stream, id| {
-        let first = {
-            let mut seen = seen.lock().unwrap();
-            let n = seen.entry(id).or_default();
-            *n += 1;
-            *n == 1
-        };
+        let first = first_attempt(&seen, id);
         async move {
             if first {
                 // RST, not FIN: the request was read, and nothing is answered.
@@ -662,4 +652,12 @@ async fn a_blackholed_upstream_is_a_502_at_connect_timeout_and_the_retry_goes_th
         "then a duplicate"
     );
     proxy.shutdown().await;
+}
+
+/// Counts an attempt at `id`: whether it is the first.
+fn first_attempt(seen: &Mutex<HashMap<String, usize>>, id: String) -> bool {
+    let mut seen = seen.lock().unwrap();
+    let n = seen.entry(id).or_default();
+    *n += 1;
+    *n == 1
 }
