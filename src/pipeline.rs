@@ -182,11 +182,11 @@ async fn handle_inner<'a>(
     // Everything the head alone can refuse is refused before a byte of the body is held.
     let now = unix_now();
     let scheme = &route.route.scheme;
-    let head = scheme.head(&parts.headers, now)?;
-    if let Some(id) = head.id() {
+    if let Some(id) = scheme.sent_id(&parts.headers) {
         cx.span.record("id", id);
         facts.id(id);
     }
+    let head = scheme.head(&parts.headers, now)?;
     let (body, room) = cx.read_body(body, &parts.headers).await?;
     let verified = scheme.body(&head, &body)?;
 

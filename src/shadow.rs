@@ -31,11 +31,11 @@ pub(crate) async fn watch(
     let (parts, body) = request.into_parts();
     let now = unix_now();
     let scheme = &route.route.scheme;
-    let head = scheme.head(&parts.headers, now);
-    if let Some(id) = head.as_ref().ok().and_then(|head| head.id()) {
+    if let Some(id) = scheme.sent_id(&parts.headers) {
         cx.span.record("id", id);
         facts.id(id);
     }
+    let head = scheme.head(&parts.headers, now);
     // hookwall's own bounds are not watched: they refuse.
     let (body, room) = cx.read_body(body, &parts.headers).await?;
     let permit = route

@@ -19,7 +19,7 @@ use super::{
 use crate::route::{EventType, Text};
 
 const SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
-const DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
+pub(super) const DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
 const EVENT: HeaderName = HeaderName::from_static("x-github-event");
 
 #[derive(Debug, Clone)]

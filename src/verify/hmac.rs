@@ -107,12 +107,6 @@ pub struct Head<'h> {
     event: Option<&'h str>,
 }
 
-impl Head<'_> {
-    pub fn id(&self) -> Option<&str> {
-        self.id
-    }
-}
-
 impl Declared {
     pub fn head<'h>(&self, headers: &'h HeaderMap, now: u64) -> Result<Head<'h>, VerifyError> {
         let id = match &self.id {

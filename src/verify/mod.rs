@@ -218,15 +218,22 @@ impl Scheme {
     }
 }
 
-impl Head<'_> {
-    /// The id, when the head carries it (else the body does).
-    pub fn id(&self) -> Option<&str> {
+impl Scheme {
+    /// The id the head names, as sent, for the request's log line and the recent
+    /// deliveries: read before the head's checks, so that a request they refuse (stale,
+    /// malformed) is found by its id too. `None` when the body carries the id, or when it is
+    /// missing, empty, not visible ASCII or longer than `MAX_ID_BYTES`. Not verified: what
+    /// decides is `Verified::key`.
+    pub fn sent_id<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         match self {
-            Head::Svix(head) => Some(head.id()),
-            Head::Stripe(_) => None,
-            Head::GitHub(head) => Some(head.id),
-            Head::Shopify(head) => Some(head.id),
-            Head::Hmac(head) => head.id(),
+            Scheme::Svix(_) => svix::sent_id(headers),
+            Scheme::Stripe(_) => None,
+            Scheme::GitHub(_) => id_header(headers, &github::DELIVERY).ok(),
+            Scheme::Shopify(_) => id_header(headers, &shopify::WEBHOOK_ID).ok(),
+            Scheme::Hmac(declared) => match &declared.id {
+                hmac::Source::Header(name) => id_header(headers, name).ok(),
+                hmac::Source::Json(_) => None,
+            },
         }
     }
 }

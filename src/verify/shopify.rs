@@ -15,7 +15,7 @@ use super::{
 use crate::route::EventType;
 
 const SIGNATURE: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
-const WEBHOOK_ID: HeaderName = HeaderName::from_static("x-shopify-webhook-id");
+pub(super) const WEBHOOK_ID: HeaderName = HeaderName::from_static("x-shopify-webhook-id");
 const TOPIC: HeaderName = HeaderName::from_static("x-shopify-topic");
 
 #[derive(Debug, Clone)]

@@ -61,6 +61,13 @@ impl<'a> SignedHeaders<'a> {
     }
 }
 
+/// The id as sent (`svix-id`, else `webhook-id`), within `MAX_ID_BYTES`: `Scheme::sent_id`.
+pub(super) fn sent_id(headers: &HeaderMap) -> Option<&str> {
+    pick(headers, &SVIX_ID, &WEBHOOK_ID, HeaderKind::Id)
+        .ok()
+        .filter(|id| id.len() <= MAX_ID_BYTES)
+}
+
 fn pick<'a>(
     headers: &'a HeaderMap,
     first: &HeaderName,
@@ -117,12 +124,6 @@ impl fmt::Debug for VerifyKey {
 pub struct Head<'h> {
     signed: SignedHeaders<'h>,
     timestamp: u64,
-}
-
-impl<'h> Head<'h> {
-    pub fn id(&self) -> &'h str {
-        self.signed.id
-    }
 }
 
 /// What a successful verification tells.

@@ -557,3 +557,19 @@ async fn screenshot_for_the_readme() {
     .await;
     assert!(std::fs::metadata(file).unwrap().len() > 10_000);
 }
+
+/// A request the head's checks refuse is found by its id too: a stale event (a sender's
+/// clock, or a replay) is the first thing an operator looks up.
+#[tokio::test]
+async fn a_request_refused_by_its_head_is_found_by_its_id() {
+    let (_upstream, proxy) = start("").await;
+    let body = event("user.created");
+    let stale = signed(SECRET, "msg_stale_1", now() - 600, &body);
+    let (status, _, _) = post(&proxy.url("/hook"), &stale, &body).await;
+    assert_eq!(status, 401);
+    let found = entries(&proxy, "?id=msg_stale_1").await;
+    assert_eq!(ids(&found), ["msg_stale_1"]);
+    assert_eq!(found[0]["outcome"], "timestamp_too_old");
+    assert_eq!(found[0]["key"], Value::Null, "not verified: no dedup key");
+    proxy.shutdown().await;
+}
