@@ -82,6 +82,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 () = place.evicted() => {}
             }
         });
+        // Let the connections just accepted read what they were sent before the next
+        // accept: a probe's head, there at once, is read before a flood of bare connects
+        // can make its connection the oldest idle one (tokio would otherwise accept up to
+        // its budget first).
+        tokio::task::yield_now().await;
     }
 }
 

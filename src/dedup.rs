@@ -1,5 +1,7 @@
-//! Message-id memory: which (route, id) pairs are being delivered now, and which were
-//! delivered (upstream answered 2xx) within the ttl, in an LRU bounded by `capacity`. Pure
+//! Dedup memory: which (route, key) pairs are being delivered now, and which were delivered
+//! (upstream answered 2xx) within the ttl, in an LRU bounded by `capacity`; an operator may
+//! forget a delivered one. The key is the signed id, or a `sha256:` digest of the signed
+//! content where the id is not signed (`verify::ContentDigest`). Pure
 //! and synchronous: the clock is passed in. Lookups do not refresh an entry, so the least
 //! recently used end is also the oldest delivery, and expired entries are swept from there.
 
